@@ -1,0 +1,52 @@
+# Two commands on a fresh Debian machine (as root, or with sudo):
+#   make demo   set everything up, start the local emulator, run one spoken turn against it
+#   make test   set everything up and run every test
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Debian packages the kit and its tests need: PortAudio for sounddevice, espeak-ng + sox for spoken
+# fixtures and the emulator's voice, Chromium for the real-browser tests.
+APT_PACKAGES ?= libportaudio2 espeak-ng sox chromium
+
+.PHONY: setup system venv demo test lint format bench clean
+
+setup: system venv
+
+system:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(PY) -m rtkit demo
+
+test: setup
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check rtkit tests benchmarks examples
+	$(VENV)/bin/ruff format --check rtkit tests benchmarks examples
+	$(VENV)/bin/mypy
+
+format: venv
+	$(VENV)/bin/ruff check --fix rtkit tests benchmarks examples
+	$(VENV)/bin/ruff format rtkit tests benchmarks examples
+
+bench: setup
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

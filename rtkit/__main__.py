@@ -1,0 +1,3 @@
+from rtkit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""The ``rtkit`` command: ``rtkit emulator`` serves the local Realtime API, ``rtkit demo`` runs one spoken turn."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from rtkit.emulator.config import DEFAULT_API_KEY, EmulatorConfig
+from rtkit.errors import RtkitError
+
+
+def _latency(value: str) -> tuple[str, float]:
+    endpoint, _, seconds = value.partition("=")
+    if endpoint not in ("client_secrets", "calls", "websocket") or not seconds:
+        raise argparse.ArgumentTypeError("use ENDPOINT=SECONDS with ENDPOINT client_secrets, calls or websocket")
+    return endpoint, float(seconds)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtkit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    emu = sub.add_parser("emulator", help="serve a local emulator of the Realtime API")
+    emu.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 serves a classroom LAN")
+    emu.add_argument("--port", type=int, default=8765)
+    emu.add_argument(
+        "--api-key",
+        default=None,
+        help=f"main key clients must present (default: $RTKIT_EMULATOR_API_KEY or {DEFAULT_API_KEY})",
+    )
+    emu.add_argument("--admin-token", default=None, help="token for the /_rtkit fault endpoints (default: random)")
+    emu.add_argument("--responder", choices=["echo", "tone"], default="echo")
+    emu.add_argument("--generation-speed", type=float, default=2.0)
+    emu.add_argument("--max-session-seconds", type=float, default=3600.0)
+    faults = emu.add_argument_group("fault injection")
+    faults.add_argument("--fail-mints", type=int, default=0, metavar="N", help="fail the next N client_secrets")
+    faults.add_argument("--fail-status", type=int, choices=[429, 500, 502, 503], default=429)
+    faults.add_argument("--reject-calls", type=int, default=0, metavar="N", help="reject the next N calls")
+    faults.add_argument("--key-ttl", type=int, default=None, metavar="SECONDS", help="override key lifetimes")
+    faults.add_argument("--latency", type=_latency, action="append", default=[], metavar="ENDPOINT=SECONDS")
+    faults.add_argument("--drop-calls-after", type=float, default=None, metavar="SECONDS")
+    emu.add_argument("--log-level", default="info")
+
+    demo = sub.add_parser("demo", help="start an emulator and run one spoken turn against it")
+    demo.add_argument("--text", default="Hello from the realtime kit. What is the weather like in Paris today?")
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from rtkit.emulator import Emulator
+
+    settings: dict[str, object] = {
+        "host": args.host,
+        "port": args.port,
+        "responder": args.responder,
+        "generation_speed": args.generation_speed,
+        "max_session_seconds": args.max_session_seconds,
+    }
+    if args.api_key:
+        settings["api_key"] = args.api_key
+    if args.admin_token:
+        settings["admin_token"] = args.admin_token
+    emulator = Emulator(EmulatorConfig(**settings))  # type: ignore[arg-type]
+    f = emulator.faults
+    if args.fail_mints:
+        f.fail_next_mints(args.fail_mints, status=args.fail_status)
+    if args.reject_calls:
+        f.reject_next_calls(args.reject_calls, status=args.fail_status if args.fail_status != 429 else 503)
+    f.key_ttl_override = args.key_ttl
+    f.drop_calls_after = args.drop_calls_after
+    for endpoint, seconds in args.latency:
+        f.add_latency(endpoint, seconds)
+    await emulator.start()
+    key_source = (
+        "--api-key"
+        if args.api_key
+        else ("$RTKIT_EMULATOR_API_KEY" if os.environ.get("RTKIT_EMULATOR_API_KEY") else f"default {DEFAULT_API_KEY}")
+    )
+    print(f"rtkit emulator on {emulator.base_url}  (WebSocket {emulator.websocket_url})", flush=True)
+    print(f"  main key: {key_source}; ICE: {'loopback only' if emulator.loopback_ice else 'all interfaces'}")
+    print(f"  admin token for /_rtkit (keep it to yourself): {emulator.admin_token}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await emulator.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "emulator":
+            logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+            asyncio.run(_serve(args))
+        elif args.command == "demo":
+            from rtkit.demo import run_demo
+
+            asyncio.run(run_demo(args.text))
+    except KeyboardInterrupt:
+        return 130
+    except RtkitError as err:
+        print(f"rtkit: {err}", file=sys.stderr)
+        return 2
+    return 0

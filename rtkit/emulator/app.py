@@ -1,0 +1,31 @@
+"""The emulator as an ASGI app, assembled from its route modules."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
+
+from rtkit.emulator import admin, routes
+
+if TYPE_CHECKING:
+    from rtkit.emulator.server import Emulator
+
+
+def build_app(emulator: Emulator) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/v1/realtime/client_secrets", routes.client_secrets, methods=["POST"]),
+            Route("/v1/realtime/calls", routes.create_call, methods=["POST"]),
+            Route("/v1/realtime/calls/{call_id}/hangup", routes.hangup_call, methods=["POST"]),
+            WebSocketRoute("/v1/realtime", routes.realtime_websocket),
+            Route("/_rtkit/health", admin.health),
+            Route("/_rtkit/faults", admin.faults, methods=["GET", "POST"]),
+            Route("/_rtkit/calls", admin.list_calls),
+            Route("/_rtkit/calls/{call_id}/drop", admin.drop_call, methods=["POST"]),
+            Route("/_rtkit/keys/expire", admin.expire_keys, methods=["POST"]),
+        ],
+    )
+    app.state.emulator = emulator
+    return app

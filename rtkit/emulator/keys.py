@@ -1,0 +1,98 @@
+"""Who may talk to the emulator: the operator's main key and the ephemeral keys minted with it."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtkit.emulator import errors
+from rtkit.emulator.errors import ApiError
+
+
+@dataclass(frozen=True)
+class ClientSecret:
+    """An issued ``ek_…`` key and the session config it was minted for."""
+
+    value: str
+    expires_at: int
+    session: dict[str, Any]
+    created_at: int = field(default_factory=lambda: int(time.time()))
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request came from: the main key (``secret`` is None) or an ephemeral key."""
+
+    secret: ClientSecret | None
+
+    @property
+    def is_main_key(self) -> bool:
+        return self.secret is None
+
+
+class KeyStore:
+    """Issues and checks keys. Expired keys are remembered for a while so that their callers are told
+    the key *expired* rather than that it never existed."""
+
+    _FORGET_AFTER = 3600
+
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
+        self._secrets: dict[str, ClientSecret] = {}
+
+    def mint(self, session: dict[str, Any], ttl_seconds: int) -> ClientSecret:
+        now = int(time.time())
+        self._prune(now)
+        secret = ClientSecret(
+            value="ek_" + secrets.token_hex(16), expires_at=now + ttl_seconds, session=session, created_at=now
+        )
+        self._secrets[secret.value] = secret
+        return secret
+
+    def is_main_key(self, key: str | None) -> bool:
+        return key is not None and hmac.compare_digest(key.encode(), self._api_key.encode())
+
+    def check_main_key(self, key: str | None) -> None:
+        if not self.is_main_key(key):
+            raise errors.invalid_api_key(key)
+
+    def authenticate(self, key: str | None) -> Caller:
+        """Accept the main key or a live ephemeral key; raise the service's 401 otherwise."""
+        if self.is_main_key(key):
+            return Caller(secret=None)
+        secret = self._secrets.get(key or "")
+        if secret is None:
+            raise errors.invalid_api_key(key)
+        if time.time() >= secret.expires_at:
+            raise errors.expired_client_secret()
+        return Caller(secret=secret)
+
+    def expire(self, value: str | None = None) -> int:
+        """Make one key (or every key) expire now: the "token expired" lesson, on demand."""
+        now = int(time.time()) - 1
+        targets = [value] if value else list(self._secrets)
+        count = 0
+        for v in targets:
+            if v in self._secrets:
+                s = self._secrets[v]
+                self._secrets[v] = ClientSecret(s.value, now, s.session, s.created_at)
+                count += 1
+        return count
+
+    def _prune(self, now: int) -> None:
+        stale = [v for v, s in self._secrets.items() if s.expires_at + self._FORGET_AFTER < now]
+        for v in stale:
+            del self._secrets[v]
+
+
+def bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+__all__ = ["ApiError", "Caller", "ClientSecret", "KeyStore", "bearer"]

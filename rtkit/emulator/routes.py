@@ -1,0 +1,273 @@
+"""The public Realtime API routes: ``client_secrets``, ``calls`` and the WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from rtkit._ids import fingerprint, new_id
+from rtkit.emulator import errors
+from rtkit.emulator.errors import ApiError
+from rtkit.emulator.keys import Caller, bearer
+from rtkit.emulator.sessions import SessionState, validate_session
+from rtkit.schema import ClientSecretRequest, describe_validation_error
+
+if TYPE_CHECKING:
+    from rtkit.emulator.server import Emulator
+
+log = logging.getLogger("rtkit.emulator")
+
+_BETA_CLOSE = 4000
+_BETA_REASON = "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API."
+
+
+def _emulator(conn: Request | WebSocket) -> Emulator:
+    return conn.app.state.emulator  # type: ignore[no-any-return]
+
+
+def _api(handler: Any) -> Any:
+    """Turn an ``ApiError`` raised anywhere in a handler into the service's JSON error response."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except ApiError as err:
+            return err.response()
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ApiError(
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
+            "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid "
+            "JSON.)",
+            code=None,
+        ) from None
+
+
+@_api
+async def client_secrets(request: Request) -> Response:
+    emu = _emulator(request)
+    await emu.delay("client_secrets")
+    emu.keys.check_main_key(bearer(request.headers.get("authorization")))
+    if failure := emu.faults.take_mint_failure():
+        raise failure
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError("Invalid type for body: expected an object.", code="invalid_type")
+    try:
+        parsed = ClientSecretRequest.model_validate(body)
+    except ValidationError as exc:
+        code, message, param = describe_validation_error(exc)
+        raise ApiError(message, code=code, param=param) from None
+    session = SessionState(
+        validate_session(body["session"]) if parsed.session is not None else None,
+        default_model=emu.config.default_model,
+    )
+    ttl = emu.faults.key_ttl_override or (parsed.expires_after.seconds if parsed.expires_after else 600)
+    wire = session.to_wire()
+    secret = emu.keys.mint(wire, ttl)
+    wire["expires_at"] = secret.expires_at
+    log.info("minted %s for %s (ttl %ss)", fingerprint(secret.value), wire["id"], ttl)
+    return Response(
+        json.dumps({"value": secret.value, "expires_at": secret.expires_at, "session": wire}),
+        media_type="application/json",
+    )
+
+
+async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/sdp":
+        return (await request.body()).decode("utf-8", errors="replace"), None
+    if ctype == "multipart/form-data":
+        form = await request.form()
+        sdp = form.get("sdp")
+        if sdp is None:
+            raise ApiError("Missing required parameter: 'sdp'.", code="missing_required_parameter", param="sdp")
+        sdp_text = sdp if isinstance(sdp, str) else (await sdp.read()).decode("utf-8", errors="replace")
+        session_raw = form.get("session")
+        session = None
+        if session_raw is not None:
+            text = session_raw if isinstance(session_raw, str) else (await session_raw.read()).decode()
+            try:
+                session = validate_session(json.loads(text))
+            except ValueError:
+                raise ApiError(
+                    "Invalid value for 'session': expected a JSON object.",
+                    code="invalid_value",
+                    param="session",
+                ) from None
+        return sdp_text, session
+    raise ApiError(
+        f"Unsupported content type: '{ctype or 'none'}'. Send the SDP offer as application/sdp, or as "
+        "multipart/form-data with 'sdp' and 'session' fields.",
+        status=415 if ctype else 400,
+        code="unsupported_content_type",
+    )
+
+
+def _check_sdp(sdp: str) -> None:
+    if not sdp.lstrip().startswith("v=0") or "\nm=audio" not in sdp.replace("\r\n", "\n"):
+        raise ApiError(
+            "Invalid SDP offer: expected a session description starting with 'v=0' with an audio media "
+            "section ('m=audio').",
+            code="invalid_offer",
+            param="sdp",
+        )
+
+
+def _session_for(emu: Emulator, caller: Caller, override: dict[str, Any] | None) -> SessionState:
+    config = dict(caller.secret.session) if caller.secret else {"type": "realtime"}
+    for key in ("id", "object", "expires_at"):
+        config.pop(key, None)
+    session = SessionState(config, default_model=emu.config.default_model)
+    if override:
+        session.update({**override, "type": session.kind})
+    return session
+
+
+@_api
+async def create_call(request: Request) -> Response:
+    emu = _emulator(request)
+    await emu.delay("calls")
+    caller = emu.keys.authenticate(bearer(request.headers.get("authorization")))
+    if failure := emu.faults.take_call_failure():
+        raise failure
+    sdp, override = await _read_offer(request)
+    _check_sdp(sdp)
+    session = _session_for(emu, caller, override)
+    call = emu.new_call(session)
+    try:
+        answer = await call.answer(sdp)
+    except Exception as exc:  # aiortc raises ValueError and friends for SDP it cannot use
+        await call.close()
+        raise ApiError(f"Invalid SDP offer: {exc}", code="invalid_offer", param="sdp") from None
+    return Response(
+        answer,
+        status_code=201,
+        media_type="application/sdp",
+        headers={"Location": f"/v1/realtime/calls/{call.call_id}"},
+    )
+
+
+@_api
+async def hangup_call(request: Request) -> Response:
+    emu = _emulator(request)
+    emu.keys.authenticate(bearer(request.headers.get("authorization")))
+    call = emu.calls.get(request.path_params["call_id"])
+    if call is None:
+        raise ApiError(f"Call '{request.path_params['call_id']}' not found.", status=404, code="call_not_found")
+    await call.close()
+    return Response(status_code=200)
+
+
+def _ws_key(ws: WebSocket) -> tuple[str | None, str | None]:
+    """(key, subprotocol to answer). Browsers cannot set headers, so they smuggle the key in a subprotocol."""
+    key = bearer(ws.headers.get("authorization"))
+    offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    for proto in offered:
+        if proto.startswith("openai-insecure-api-key."):
+            key = key or proto.removeprefix("openai-insecure-api-key.")
+    return key, ("realtime" if "realtime" in offered else None)
+
+
+async def _deny(ws: WebSocket, err: ApiError) -> None:
+    if "websocket.http.response" in ws.scope.get("extensions", {}):
+        await ws.send_denial_response(err.response())
+    else:
+        await ws.close(code=1008, reason=err.message[:120])
+
+
+async def realtime_websocket(ws: WebSocket) -> None:
+    emu = _emulator(ws)
+    key, subprotocol = _ws_key(ws)
+    if ws.headers.get("openai-beta", "").startswith("realtime"):
+        await ws.accept(subprotocol=subprotocol)
+        await ws.close(code=_BETA_CLOSE, reason=_BETA_REASON)
+        return
+    try:
+        await emu.delay("websocket")
+        caller = emu.keys.authenticate(key)
+        if failure := emu.faults.take_call_failure():
+            raise failure
+        call_id = ws.query_params.get("call_id")
+        sideband = emu.calls.get(call_id) if call_id else None
+        if call_id and sideband is None:
+            raise ApiError(f"Call '{call_id}' not found.", status=404, code="call_not_found")
+        session = None if sideband else _session_for(emu, caller, None)
+        model = ws.query_params.get("model")
+        if session is not None and model and caller.is_main_key:
+            session = SessionState({**_session_config(session), "model": model}, default_model=emu.config.default_model)
+    except ApiError as err:
+        await _deny(ws, err)
+        return
+    await ws.accept(subprotocol=subprotocol)
+    outbox: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue()
+
+    def expired(reason: str) -> None:
+        outbox.put_nowait((1001, reason))
+
+    if sideband is not None:
+        engine = sideband.engine
+    else:
+        assert session is not None
+        engine = emu.new_engine(session, transport="websocket", on_expired=expired)
+    engine.add_sink(outbox.put_nowait)
+    writer = asyncio.create_task(_write(ws, outbox))
+    if sideband is None:
+        engine.start()
+    else:
+        engine.emit("session.updated", session=engine.session.to_wire())
+    try:
+        while not writer.done():
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("text") is not None:
+                engine.handle_text(message["text"])
+            elif message.get("bytes") is not None:
+                engine.handle_text(message["bytes"])
+    except WebSocketDisconnect:
+        pass
+    finally:
+        engine.remove_sink(outbox.put_nowait)
+        if sideband is None:
+            await engine.close()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
+
+
+def _session_config(session: SessionState) -> dict[str, Any]:
+    wire = session.to_wire()
+    for key in ("id", "object", "expires_at"):
+        wire.pop(key, None)
+    return wire
+
+
+async def _write(ws: WebSocket, outbox: asyncio.Queue[dict[str, Any] | tuple[int, str]]) -> None:
+    while True:
+        item = await outbox.get()
+        if isinstance(item, tuple):
+            await ws.close(code=item[0], reason=item[1])
+            return
+        await ws.send_text(json.dumps(item))
+
+
+__all__ = ["client_secrets", "create_call", "errors", "hangup_call", "new_id", "realtime_websocket"]

@@ -1,0 +1,194 @@
+"""``Emulator``: a running emulator (uvicorn on a loopback port by default), usable from Python,
+the CLI and notebooks alike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+from collections import deque
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from rtkit._ice import is_loopback_host
+from rtkit._ids import new_id
+from rtkit.emulator.app import build_app
+from rtkit.emulator.config import EmulatorConfig
+from rtkit.emulator.engine import Engine, TransportKind
+from rtkit.emulator.faults import Faults
+from rtkit.emulator.keys import KeyStore
+from rtkit.emulator.responders import RESPONDERS, Responder
+from rtkit.emulator.sessions import SessionState
+from rtkit.emulator.webrtc import ModelAudioTrack, RtcCall
+from rtkit.errors import ConfigurationError
+
+log = logging.getLogger("rtkit.emulator")
+
+EventHook = Callable[[dict[str, Any]], None]
+
+
+class Emulator:
+    """A local, wire-faithful stand-in for the Realtime API.
+
+    ``async with Emulator() as emu:`` serves on a free loopback port; point the official SDK at
+    ``emu.base_url`` (and ``emu.websocket_url``) with ``emu.api_key`` and it behaves like the real thing.
+    """
+
+    def __init__(
+        self, config: EmulatorConfig | None = None, *, responder: Responder | None = None, **settings: Any
+    ) -> None:
+        self.config = config or EmulatorConfig(**settings)
+        self.responder: Responder = responder or RESPONDERS[self.config.responder]()
+        self.faults = Faults()
+        self.keys = KeyStore(self.config.api_key.get_secret_value())
+        admin = self.config.admin_token
+        self.admin_token = admin.get_secret_value() if admin else secrets.token_urlsafe(24)
+        self.calls: dict[str, RtcCall] = {}
+        #: Every server event sent on any connection, newest last (bounded): for tests and notebooks.
+        self.server_events: deque[dict[str, Any]] = deque(maxlen=20_000)
+        self.event_hooks: list[EventHook] = []
+        self.app = build_app(self)
+        self._server: uvicorn.Server | None = None
+        self._serve_task: asyncio.Task[None] | None = None
+        self._port: int | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+        loopback = self.config.loopback_ice
+        self.loopback_ice = is_loopback_host(self.config.host) if loopback is None else loopback
+
+    # -- addresses ------------------------------------------------------------------------
+    @property
+    def api_key(self) -> str:
+        return self.config.api_key.get_secret_value()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise ConfigurationError("The emulator is not running.", hint="await emulator.start() first")
+        return self._port
+
+    @property
+    def origin(self) -> str:
+        host = "127.0.0.1" if self.config.host in ("0.0.0.0", "") else self.config.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}/v1"
+
+    @property
+    def websocket_url(self) -> str:
+        return self.base_url.replace("http://", "ws://", 1)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> Emulator:
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.config.host, self.config.port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigurationError(
+                f"The emulator cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}.",
+                hint="pick another --port, or stop what is using this one",
+            ) from None
+        self._port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app, log_level="warning", lifespan="off", ws="websockets-sansio", ws_per_message_deflate=True
+        )
+        self._server = uvicorn.Server(config)
+        self._serve_task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._serve_task.done():
+                self._serve_task.result()
+            await asyncio.sleep(0.005)
+        log.info("emulator listening on %s", self.origin)
+        return self
+
+    async def stop(self) -> None:
+        for call in list(self.calls.values()):
+            await call.close()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._serve_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._serve_task
+        self._server = self._serve_task = None
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        assert self._serve_task is not None
+        await self._serve_task
+
+    async def __aenter__(self) -> Emulator:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- connections ----------------------------------------------------------------------
+    async def delay(self, endpoint: str) -> None:
+        seconds = self.faults.latency.get(endpoint)
+        if seconds:
+            await asyncio.sleep(seconds)
+
+    def _record(self, event: dict[str, Any]) -> None:
+        self.server_events.append(event)
+        for hook in self.event_hooks:
+            hook(event)
+
+    def new_engine(
+        self,
+        session: SessionState,
+        *,
+        transport: TransportKind,
+        player: Any = None,
+        on_expired: Callable[[str], None] | None = None,
+    ) -> Engine:
+        engine = Engine(
+            session,
+            self.responder,
+            transport=transport,
+            player=player,
+            generation_speed=self.config.generation_speed,
+            max_session_seconds=self.config.max_session_seconds,
+            on_expired=on_expired,
+        )
+        engine.add_sink(self._record)
+        return engine
+
+    def new_call(self, session: SessionState) -> RtcCall:
+        track = ModelAudioTrack()
+        holder: dict[str, RtcCall] = {}
+
+        def expired(reason: str) -> None:
+            self._background(holder["call"].close())
+
+        engine = self.new_engine(session, transport="webrtc", player=track, on_expired=expired)
+        call = RtcCall(new_id("rtc"), engine, track, loopback_only=self.loopback_ice)
+        holder["call"] = call
+        call.on_closed = lambda c: self.calls.pop(c.call_id, None)
+        self.calls[call.call_id] = call
+        if self.faults.drop_calls_after is not None:
+            asyncio.get_running_loop().call_later(self.faults.drop_calls_after, lambda: self._background(call.drop()))
+        return call
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drop_call(self, call_id: str | None = None, *, silent: bool = False) -> int:
+        """Drop one live call (or all of them) as a network failure would; returns how many."""
+        targets = [self.calls[call_id]] if call_id else list(self.calls.values())
+        for call in targets:
+            await call.drop(silent=silent)
+        return len(targets)

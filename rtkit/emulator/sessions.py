@@ -1,0 +1,169 @@
+"""The live configuration of one emulated session: defaults, validation, partial updates.
+
+The real service answers ``session.update`` with the *whole* session (every field filled), and
+merges partial updates into what is there; a rejected update changes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from rtkit._ids import new_id
+from rtkit.emulator.errors import ApiError
+from rtkit.schema import (
+    DEFAULT_INSTRUCTIONS,
+    DEFAULT_MODEL,
+    SessionConfig,
+    describe_validation_error,
+)
+
+_session_adapter: TypeAdapter[Any] = TypeAdapter(SessionConfig)
+
+DEFAULT_TURN_DETECTION: dict[str, Any] = {
+    "type": "server_vad",
+    "threshold": 0.5,
+    "prefix_padding_ms": 300,
+    "silence_duration_ms": 500,
+    "idle_timeout_ms": None,
+    "create_response": True,
+    "interrupt_response": True,
+}
+_PCM = {"type": "audio/pcm", "rate": 24000}
+
+
+def _defaults(kind: str, model: str) -> dict[str, Any]:
+    audio_input = {
+        "format": dict(_PCM),
+        "transcription": None,
+        "noise_reduction": None,
+        "turn_detection": dict(DEFAULT_TURN_DETECTION),
+    }
+    if kind == "transcription":
+        return {"type": "transcription", "audio": {"input": audio_input}, "include": None}
+    return {
+        "type": "realtime",
+        "object": "realtime.session",
+        "model": model,
+        "output_modalities": ["audio"],
+        "instructions": DEFAULT_INSTRUCTIONS,
+        "tools": [],
+        "tool_choice": "auto",
+        "max_output_tokens": "inf",
+        "tracing": None,
+        "truncation": "auto",
+        "prompt": None,
+        "include": None,
+        "audio": {"input": audio_input, "output": {"format": dict(_PCM), "voice": "marin", "speed": 1.0}},
+    }
+
+
+def validate_session(payload: Any, root: str = "session") -> dict[str, Any]:
+    """Validate a client-supplied session object; returns only the fields the client set."""
+    if not isinstance(payload, dict):
+        raise ApiError(
+            f"Invalid type for '{root}': expected an object, but got {type(payload).__name__} instead.",
+            code="invalid_type",
+            param=root,
+        )
+    try:
+        model = _session_adapter.validate_python(payload)
+    except ValidationError as exc:
+        code, message, param = describe_validation_error(exc, root)
+        raise ApiError(message, code=code, param=param) from None
+    return dict(model.model_dump(exclude_unset=True, mode="json"))
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    for key, value in update.items():
+        current = base.get(key)
+        same_kind = not (
+            isinstance(value, dict)
+            and isinstance(current, dict)
+            and value.get("type", current.get("type")) != current.get("type")
+        )
+        if isinstance(value, dict) and isinstance(current, dict) and same_kind:
+            _merge(current, value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+class SessionState:
+    """One session's configuration, as the service would report it in ``session.created``/``updated``."""
+
+    def __init__(self, config: dict[str, Any] | None = None, *, default_model: str = DEFAULT_MODEL) -> None:
+        config = config or {"type": "realtime"}
+        self.id = new_id("sess")
+        self.created_at = int(time.time())
+        self._data = _defaults(config.get("type", "realtime"), default_model)
+        _merge(self._data, config)
+
+    @classmethod
+    def from_client(cls, payload: Any, *, default_model: str = DEFAULT_MODEL) -> SessionState:
+        return cls(validate_session(payload), default_model=default_model)
+
+    def update(self, payload: Any) -> None:
+        """Apply a ``session.update``; raises ``ApiError`` and leaves the session unchanged on bad input."""
+        update = validate_session(payload)
+        if update.get("type") != self._data["type"]:
+            raise ApiError(
+                f"Invalid value: '{update.get('type')}'. Cannot change the session type of a "
+                f"'{self._data['type']}' session.",
+                code="invalid_value",
+                param="session.type",
+            )
+        if self._data["type"] == "realtime" and "model" in update and update["model"] != self._data["model"]:
+            raise ApiError(
+                "Cannot update a conversation's model after it has started.",
+                code="invalid_value",
+                param="session.model",
+            )
+        self._data = _merge(copy.deepcopy(self._data), update)
+
+    # -- what the engine reads ------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return str(self._data["type"])
+
+    @property
+    def model(self) -> str:
+        return str(self._data.get("model") or "")
+
+    @property
+    def instructions(self) -> str:
+        return str(self._data.get("instructions") or "")
+
+    @property
+    def output_modalities(self) -> list[str]:
+        return list(self._data.get("output_modalities") or ["audio"])
+
+    @property
+    def turn_detection(self) -> dict[str, Any] | None:
+        td = self._data["audio"]["input"].get("turn_detection")
+        if td is None:
+            return None
+        return (
+            {**DEFAULT_TURN_DETECTION, **td}
+            if td.get("type") == "server_vad"
+            else {"create_response": True, "interrupt_response": True, **td}
+        )
+
+    @property
+    def transcription(self) -> dict[str, Any] | None:
+        value = self._data["audio"]["input"].get("transcription")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def voice(self) -> str:
+        return str(self._data.get("audio", {}).get("output", {}).get("voice") or "marin")
+
+    def to_wire(self, expires_at: int | None = None) -> dict[str, Any]:
+        data = copy.deepcopy(self._data)
+        data["id"] = self.id
+        data["object"] = "realtime.session" if self.kind == "realtime" else "realtime.transcription_session"
+        data["expires_at"] = expires_at if expires_at is not None else self.created_at + 3600
+        return data

@@ -1,0 +1,205 @@
+"""The emulator's side of a WebRTC call: an aiortc peer with the model's voice on its media track.
+
+Over WebRTC the reply's audio is not sent as events: it plays on the outgoing track, framed by
+``output_audio_buffer.started``/``stopped``. ``ModelAudioTrack`` is that track: a paced queue of
+20 ms frames that tells the engine when a response's audio starts and stops playing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from fractions import Fraction
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from rtkit._ice import loopback_candidates, rtc_configuration
+from rtkit.audio.pcm import PCM, REALTIME_RATE, Resampler
+from rtkit.emulator.engine import Engine
+
+log = logging.getLogger("rtkit.emulator")
+
+_FRAME = REALTIME_RATE // 50  # 20 ms at 24 kHz
+_FRAME_SECONDS = 0.02
+
+
+class ModelAudioTrack(MediaStreamTrack):
+    """The model's voice: response audio when there is some, silence otherwise, always at 50 frames/s."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_started: Callable[[str], None] = lambda rid: None
+        self.on_stopped: Callable[[str], None] = lambda rid: None
+        self._queue: deque[tuple[str, PCM]] = deque()
+        self._finished: set[str] = set()
+        self._current: str | None = None
+        self._start: float | None = None
+        self._pts = 0
+        self._silence = np.zeros(_FRAME, dtype=np.int16)
+
+    # -- Player, as the engine sees it ----------------------------------------------------
+    def enqueue(self, pcm: PCM, response_id: str) -> None:
+        padded = np.zeros(-(-pcm.size // _FRAME) * _FRAME, dtype=np.int16)
+        padded[: pcm.size] = pcm
+        for start in range(0, padded.size, _FRAME):
+            self._queue.append((response_id, padded[start : start + _FRAME]))
+
+    def finish(self, response_id: str) -> None:
+        self._finished.add(response_id)
+
+    def clear(self) -> str | None:
+        rid = self._current or (self._queue[0][0] if self._queue else None)
+        self._queue.clear()
+        self._current = None
+        return rid
+
+    @property
+    def playing(self) -> bool:
+        return self._current is not None or bool(self._queue)
+
+    # -- MediaStreamTrack -----------------------------------------------------------------
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            wait = self._start + (self._pts / REALTIME_RATE) - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+        if self._queue:
+            rid, pcm = self._queue.popleft()
+            if rid != self._current:
+                if self._current is not None:
+                    self.on_stopped(self._current)
+                self._current = rid
+                self.on_started(rid)
+        else:
+            pcm = self._silence
+            if self._current is not None and self._current in self._finished:
+                self._finished.discard(self._current)
+                rid, self._current = self._current, None
+                self.on_stopped(rid)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = REALTIME_RATE
+        frame.pts = self._pts
+        frame.time_base = Fraction(1, REALTIME_RATE)
+        self._pts += _FRAME
+        return frame
+
+
+class RtcCall:
+    """One WebRTC call: the peer connection, its tracks, the ``oai-events`` channel and the engine."""
+
+    def __init__(self, call_id: str, engine: Engine, track: ModelAudioTrack, *, loopback_only: bool) -> None:
+        self.call_id = call_id
+        self.engine = engine
+        self.track = track
+        self.loopback_only = loopback_only
+        self.created = time.time()
+        self.on_closed: Callable[[RtcCall], None] = lambda call: None
+        self.pc = RTCPeerConnection(rtc_configuration())
+        self._channel = None
+        self._pending: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        track.on_started = engine.playback_started
+        track.on_stopped = engine.playback_stopped
+        engine.add_sink(self._send)
+        self.pc.on("datachannel", self._on_datachannel)
+        self.pc.on("track", self._on_track)
+        self.pc.on("connectionstatechange", self._on_state)
+
+    @property
+    def state(self) -> str:
+        return str(self.pc.connectionState)
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Apply the client's offer and return our answer (with our candidates: aiortc does not trickle)."""
+        with loopback_candidates(self.loopback_only):
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.kind == "audio":
+                    transceiver.direction = "sendrecv"
+                    transceiver.sender.replaceTrack(self.track)
+                    break
+            else:
+                raise ValueError("the offer has no audio media section")
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return str(self.pc.localDescription.sdp)
+
+    def _send(self, event: dict[str, object]) -> None:
+        import json
+
+        text = json.dumps(event)
+        channel = self._channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(text)
+        elif not self._closed:
+            self._pending.append(text)
+
+    def _on_datachannel(self, channel: object) -> None:
+        if getattr(channel, "label", None) != "oai-events":
+            return
+        self._channel = channel
+        channel.on("message", self.engine.handle_text)  # type: ignore[attr-defined]
+        self.engine.start()
+        for text in self._pending:
+            channel.send(text)  # type: ignore[attr-defined]
+        self._pending.clear()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(self._consume(track))
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        resampler = Resampler(REALTIME_RATE)
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                self.engine.feed_audio(resampler.convert(frame))  # type: ignore[arg-type]
+
+    async def _on_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            await self.close()
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Hang up: the peer sees its connection close at once."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.engine.close()
+        self.track.stop()
+        await self.pc.close()
+        for task in list(self._tasks):
+            task.cancel()
+        self.on_closed(self)
+
+    async def drop(self, silent: bool = False) -> None:
+        """Cut the call as a network failure would. ``silent`` stops all packets without telling the peer
+        (it must notice on its own); otherwise the peer is told at once, like a server crash."""
+        if silent:
+            for transceiver in self.pc.getTransceivers():
+                ice = transceiver.sender.transport.transport
+                with contextlib.suppress(Exception):
+                    await ice.stop()
+            sctp = self.pc.sctp
+            if sctp is not None:
+                with contextlib.suppress(Exception):
+                    await sctp.transport.transport.stop()
+        await self.close()
