@@ -25,7 +25,7 @@ class Resampler:
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
 
     def convert(self, frame: av.AudioFrame) -> PCM:
-        chunks = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        chunks: list[PCM] = [f.to_ndarray().reshape(-1).astype(np.int16) for f in self._resampler.resample(frame)]
         if not chunks:
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(chunks).astype(np.int16, copy=False)
@@ -40,7 +40,7 @@ def resample(pcm: PCM, from_rate: int, to_rate: int = REALTIME_RATE) -> PCM:
     frame.sample_rate = from_rate
     out = [resampler.convert(frame)]
     flushed = resampler._resampler.resample(None)
-    out.extend(f.to_ndarray().reshape(-1) for f in flushed)
+    out.extend(f.to_ndarray().reshape(-1).astype(np.int16) for f in flushed)
     return np.concatenate(out).astype(np.int16, copy=False)
 
 

@@ -304,7 +304,7 @@ class Engine:
         self._input_start_ms = rest_start
         previous = self._last_item_id()
         self.emit("input_audio_buffer.committed", item_id=item_id, previous_item_id=previous)
-        item = {
+        item: dict[str, Any] = {
             "id": item_id,
             "object": "realtime.item",
             "type": "message",
@@ -472,7 +472,7 @@ class Engine:
     async def _run_response(self, response: dict[str, Any], params: dict[str, Any]) -> None:
         rid = response["id"]
         wants_audio = "audio" in response["output_modalities"]
-        item = {
+        item: dict[str, Any] = {
             "id": new_id("item"),
             "object": "realtime.item",
             "type": "message",
@@ -480,7 +480,7 @@ class Engine:
             "role": "assistant",
             "content": [],
         }
-        ctx = {"response_id": rid, "item_id": item["id"], "output_index": 0, "content_index": 0}
+        ctx: dict[str, Any] = {"response_id": rid, "item_id": item["id"], "output_index": 0, "content_index": 0}
         text_so_far: list[str] = []
         audio_ms = 0
         try:

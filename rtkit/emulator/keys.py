@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtkit.emulator import errors
-from rtkit.emulator.errors import ApiError
 
 
 @dataclass(frozen=True)
@@ -93,6 +92,3 @@ def bearer(header: str | None) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-__all__ = ["ApiError", "Caller", "ClientSecret", "KeyStore", "bearer"]

@@ -138,7 +138,12 @@ async def open_call(
     channel = pc.createDataChannel("oai-events")
     probe.channel = channel
     opened = asyncio.get_running_loop().create_future()
-    channel.on("open", lambda: opened.done() or opened.set_result(time.perf_counter()))
+
+    @channel.on("open")
+    def _on_open() -> None:
+        if not opened.done():
+            opened.set_result(time.perf_counter())
+
     channel.on("message", probe._on_message)
 
     @pc.on("track")

@@ -14,7 +14,6 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from rtkit._ids import fingerprint, new_id
-from rtkit.emulator import errors
 from rtkit.emulator.errors import ApiError
 from rtkit.emulator.keys import Caller, bearer
 from rtkit.emulator.sessions import SessionState, validate_session
@@ -233,7 +232,8 @@ async def realtime_websocket(ws: WebSocket) -> None:
     if sideband is None:
         engine.start()
     else:
-        engine.emit("session.updated", session=engine.session.to_wire())
+        # A joining server learns the call's current configuration; the call's own peer hears nothing of it.
+        outbox.put_nowait({"type": "session.updated", "event_id": new_id("event"), "session": engine.session.to_wire()})
     try:
         while not writer.done():
             message = await ws.receive()
@@ -270,4 +270,4 @@ async def _write(ws: WebSocket, outbox: asyncio.Queue[dict[str, Any] | tuple[int
         await ws.send_text(json.dumps(item))
 
 
-__all__ = ["client_secrets", "create_call", "errors", "hangup_call", "new_id", "realtime_websocket"]
+__all__ = ["client_secrets", "create_call", "hangup_call", "realtime_websocket"]

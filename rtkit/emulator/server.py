@@ -175,7 +175,11 @@ class Emulator:
         engine = self.new_engine(session, transport="webrtc", player=track, on_expired=expired)
         call = RtcCall(new_id("rtc"), engine, track, loopback_only=self.loopback_ice)
         holder["call"] = call
-        call.on_closed = lambda c: self.calls.pop(c.call_id, None)
+
+        def closed(c: RtcCall) -> None:
+            self.calls.pop(c.call_id, None)
+
+        call.on_closed = closed
         self.calls[call.call_id] = call
         if self.faults.drop_calls_after is not None:
             asyncio.get_running_loop().call_later(self.faults.drop_calls_after, lambda: self._background(call.drop()))

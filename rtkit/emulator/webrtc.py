@@ -12,8 +12,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -109,7 +110,7 @@ class RtcCall:
         self.created = time.time()
         self.on_closed: Callable[[RtcCall], None] = lambda call: None
         self.pc = RTCPeerConnection(rtc_configuration())
-        self._channel = None
+        self._channel: Any = None
         self._pending: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -173,8 +174,8 @@ class RtcCall:
         if self.pc.connectionState in ("failed", "closed"):
             await self.close()
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
