@@ -1,0 +1,99 @@
+"""The ``rtkit`` command, run as a user would: a real process on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def emulator_process() -> Iterator[tuple[subprocess.Popen[str], str, int]]:
+    port = free_port()
+    env = {**os.environ, "RTKIT_EMULATOR_API_KEY": "sk-from-environment"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rtkit",
+            "emulator",
+            "--port",
+            str(port),
+            "--fail-mints",
+            "1",
+            "--fail-status",
+            "503",
+            "--key-ttl",
+            "42",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not any("admin token" in line for line in lines) and len(lines) < 20:
+        lines.append(proc.stdout.readline())
+    banner = "".join(lines)
+    try:
+        yield proc, banner, port
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+
+
+def test_emulator_command_serves_with_key_from_env_and_faults_from_flags(
+    emulator_process: tuple[subprocess.Popen[str], str, int],
+) -> None:
+    proc, banner, port = emulator_process
+    assert f"http://127.0.0.1:{port}/v1" in banner
+    assert "sk-from-environment" not in banner  # the key is named by its source, never printed
+    assert "loopback only" in banner
+    token = re.search(r"admin token for /_rtkit \(keep it to yourself\): (\S+)", banner)
+    assert token
+    url = f"http://127.0.0.1:{port}/v1/realtime/client_secrets"
+    headers = {"Authorization": "Bearer sk-from-environment"}
+    first = httpx.post(url, headers=headers, json={})
+    second = httpx.post(url, headers=headers, json={})
+    faults = httpx.get(f"http://127.0.0.1:{port}/_rtkit/faults", headers={"X-Rtkit-Admin-Token": token.group(1)})
+    assert first.status_code == 503
+    assert second.status_code == 200
+    assert faults.json()["key_ttl_override"] == 42
+
+
+def test_busy_port_is_a_plain_error_not_a_traceback() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "rtkit", "emulator", "--port", str(port)], capture_output=True, text=True, timeout=30
+        )
+    assert result.returncode == 2
+    assert "cannot listen on 127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_bad_latency_flag_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "rtkit", "emulator", "--latency", "nowhere=1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "ENDPOINT=SECONDS" in result.stderr
