@@ -59,7 +59,7 @@ def emulator_process() -> Iterator[tuple[subprocess.Popen[str], str, int]]:
 def test_emulator_command_serves_with_key_from_env_and_faults_from_flags(
     emulator_process: tuple[subprocess.Popen[str], str, int],
 ) -> None:
-    proc, banner, port = emulator_process
+    _proc, banner, port = emulator_process
     assert f"http://127.0.0.1:{port}/v1" in banner
     assert "sk-from-environment" not in banner  # the key is named by its source, never printed
     assert "loopback only" in banner
