@@ -5,8 +5,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Debian packages the kit and its tests need: PortAudio for sounddevice, espeak-ng + sox for spoken
-# fixtures and the emulator's voice, Chromium for the real-browser tests.
-APT_PACKAGES ?= libportaudio2 espeak-ng sox chromium
+# fixtures and the emulator's voice, Chromium for the real-browser tests, Redis for the multi-instance broker.
+APT_PACKAGES ?= libportaudio2 espeak-ng sox chromium redis-server
 
 .PHONY: setup system venv demo test lint format bench clean
 

@@ -15,7 +15,9 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "InvalidRequestError",
+    "QuotaExceededError",
     "RateLimitedError",
+    "RequestTimeoutError",
     "RtkitError",
     "TokenExpiredError",
     "UpstreamError",
@@ -89,6 +91,20 @@ class UpstreamError(RtkitError):
     def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status = status
+
+
+class QuotaExceededError(RateLimitedError):
+    """The account's quota is used up: waiting will not help, so this is never retried."""
+
+    code = "insufficient_quota"
+    error = "QuotaExceeded"
+
+
+class RequestTimeoutError(UpstreamError):
+    """The upstream did not answer in time."""
+
+    code = "upstream_timeout"
+    error = "UpstreamTimeout"
 
 
 class AudioUnavailableError(RtkitError):

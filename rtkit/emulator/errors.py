@@ -86,6 +86,15 @@ def rate_limited(retry_after: float) -> ApiError:
     )
 
 
+def insufficient_quota() -> ApiError:
+    return ApiError(
+        "You exceeded your current quota, please check your plan and billing details.",
+        status=429,
+        type="insufficient_quota",
+        code="insufficient_quota",
+    )
+
+
 def overloaded(status: int = 503) -> ApiError:
     return ApiError(
         "The engine is currently overloaded, please try again later.",

@@ -22,6 +22,7 @@ class _Planned:
     remaining: int
     status: int
     retry_after: float
+    quota: bool = False
 
 
 @dataclass
@@ -34,9 +35,12 @@ class Faults:
     latency: dict[str, float] = field(default_factory=dict)
     drop_calls_after: float | None = None
 
-    def fail_next_mints(self, count: int = 1, *, status: int = 429, retry_after: float = 1.0) -> None:
-        """The next ``count`` ``client_secrets`` calls fail with ``status`` (429, 500 or 503)."""
-        self.mint_failures = _Planned(count, status, retry_after) if count > 0 else None
+    def fail_next_mints(
+        self, count: int = 1, *, status: int = 429, retry_after: float = 1.0, quota: bool = False
+    ) -> None:
+        """The next ``count`` ``client_secrets`` calls fail with ``status`` (429, 500 or 503); ``quota`` makes
+        the 429 the account's exhausted quota rather than a rate limit."""
+        self.mint_failures = _Planned(count, status, retry_after, quota) if count > 0 else None
 
     def reject_next_calls(self, count: int = 1, *, status: int = 503, retry_after: float = 1.0) -> None:
         """The next ``count`` ``POST /calls`` (and WebSocket opens) fail with ``status``."""
@@ -67,7 +71,7 @@ class Faults:
         if planned.remaining <= 0:
             setattr(self, name, None)
         if planned.status == 429:
-            return errors.rate_limited(planned.retry_after)
+            return errors.insufficient_quota() if planned.quota else errors.rate_limited(planned.retry_after)
         if planned.status in (502, 503):
             err = errors.overloaded(planned.status)
         else:
@@ -85,6 +89,7 @@ class _PlannedFailure(BaseModel):
     count: int = Field(1, ge=0, le=10_000)
     status: Literal[429, 500, 502, 503] = 429
     retry_after: float = Field(1.0, ge=0, le=3600)
+    quota: bool = False
 
 
 class FaultRequest(BaseModel):
@@ -104,7 +109,10 @@ class FaultRequest(BaseModel):
         fields = self.model_fields_set
         if self.fail_mints is not None:
             faults.fail_next_mints(
-                self.fail_mints.count, status=self.fail_mints.status, retry_after=self.fail_mints.retry_after
+                self.fail_mints.count,
+                status=self.fail_mints.status,
+                retry_after=self.fail_mints.retry_after,
+                quota=self.fail_mints.quota,
             )
         if self.reject_calls is not None:
             faults.reject_next_calls(

@@ -41,6 +41,8 @@ class KeyStore:
     def __init__(self, api_key: str) -> None:
         self._api_key = api_key
         self._secrets: dict[str, ClientSecret] = {}
+        #: How many keys were minted since start: tests and lessons count upstream calls with it.
+        self.issued = 0
 
     def mint(self, session: dict[str, Any], ttl_seconds: int) -> ClientSecret:
         now = int(time.time())
@@ -49,6 +51,7 @@ class KeyStore:
             value="ek_" + secrets.token_hex(16), expires_at=now + ttl_seconds, session=session, created_at=now
         )
         self._secrets[secret.value] = secret
+        self.issued += 1
         return secret
 
     def is_main_key(self, key: str | None) -> bool:

@@ -4,19 +4,16 @@ the CLI and notebooks alike."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-import socket
 from collections import deque
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
-import uvicorn
-
 from rtkit._ice import is_loopback_host
 from rtkit._ids import new_id
+from rtkit._serve import LoopServer
 from rtkit.emulator.app import build_app
 from rtkit.emulator.config import EmulatorConfig
 from rtkit.emulator.engine import Engine, TransportKind
@@ -25,7 +22,6 @@ from rtkit.emulator.keys import KeyStore
 from rtkit.emulator.responders import RESPONDERS, Responder
 from rtkit.emulator.sessions import SessionState
 from rtkit.emulator.webrtc import ModelAudioTrack, RtcCall
-from rtkit.errors import ConfigurationError
 
 log = logging.getLogger("rtkit.emulator")
 
@@ -53,9 +49,7 @@ class Emulator:
         self.server_events: deque[dict[str, Any]] = deque(maxlen=20_000)
         self.event_hooks: list[EventHook] = []
         self.app = build_app(self)
-        self._server: uvicorn.Server | None = None
-        self._serve_task: asyncio.Task[None] | None = None
-        self._port: int | None = None
+        self._server = LoopServer(self.app, self.config.host, self.config.port, what="emulator")
         self._tasks: set[asyncio.Future[None]] = set()
         loopback = self.config.loopback_ice
         self.loopback_ice = is_loopback_host(self.config.host) if loopback is None else loopback
@@ -67,15 +61,11 @@ class Emulator:
 
     @property
     def port(self) -> int:
-        if self._port is None:
-            raise ConfigurationError("The emulator is not running.", hint="await emulator.start() first")
-        return self._port
+        return self._server.port or 0
 
     @property
     def origin(self) -> str:
-        host = "127.0.0.1" if self.config.host in ("0.0.0.0", "") else self.config.host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        return self._server.origin
 
     @property
     def base_url(self) -> str:
@@ -87,44 +77,18 @@ class Emulator:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> Emulator:
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.config.host, self.config.port))
-        except OSError as exc:
-            sock.close()
-            raise ConfigurationError(
-                f"The emulator cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}.",
-                hint="pick another --port, or stop what is using this one",
-            ) from None
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="off", ws="websockets-sansio", ws_per_message_deflate=True
-        )
-        self._server = uvicorn.Server(config)
-        self._serve_task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._serve_task.done():
-                self._serve_task.result()
-            await asyncio.sleep(0.005)
+        await self._server.start()
         log.info("emulator listening on %s", self.origin)
         return self
 
     async def stop(self) -> None:
         for call in list(self.calls.values()):
             await call.close()
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._serve_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._serve_task
-        self._server = self._serve_task = None
+        await self._server.stop()
 
     async def serve_forever(self) -> None:
         await self.start()
-        assert self._serve_task is not None
-        await self._serve_task
+        await self._server.wait()
 
     async def __aenter__(self) -> Emulator:
         return await self.start()

@@ -1,0 +1,239 @@
+"""Minting ephemeral client secrets (``ek_…``) with the main API key — the backend's one job.
+
+The main key lives only in ``TokenIssuer``; what leaves it is an ``EphemeralKey`` whose ``repr``
+never shows the secret. Transient upstream failures (connection errors, 429 with ``Retry-After``,
+5xx) are retried with exponential backoff and jitter, a bounded number of times; a 4xx is a
+mistake in the request and is raised at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, SecretStr
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from rtkit._ids import fingerprint
+from rtkit.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InvalidRequestError,
+    QuotaExceededError,
+    RateLimitedError,
+    RequestTimeoutError,
+    RtkitError,
+    UpstreamError,
+)
+
+__all__ = ["OPENAI_BASE_URL", "EphemeralKey", "TokenIssuer", "error_from_response"]
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True)
+class EphemeralKey:
+    """A minted client secret and the session it was minted for."""
+
+    value: str = field(repr=False)
+    expires_at: datetime
+    session_id: str | None
+    model: str | None
+    session: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """How logs and widgets name this key: ``ek_…abcd``."""
+        return fingerprint(self.value)
+
+    def expires_in(self, now: float | None = None) -> float:
+        """Seconds of life left (negative once expired)."""
+        return self.expires_at.timestamp() - (time.time() if now is None else now)
+
+    def __repr__(self) -> str:
+        return (
+            f"EphemeralKey({self.fingerprint}, expires_at={self.expires_at.isoformat()}, "
+            f"session_id={self.session_id!r}, model={self.model!r})"
+        )
+
+    @classmethod
+    def from_response(cls, body: Any) -> EphemeralKey:
+        """Parse the GA shape ``{value, expires_at, session: {id, model, ...}}``; the seed's flat sketch
+        ``{value, expires_at, session_id, model}`` is accepted too."""
+        if not isinstance(body, dict) or not isinstance(body.get("value"), str):
+            raise UpstreamError("The upstream answered 200 without a client secret in it.")
+        try:
+            expires = datetime.fromtimestamp(int(body["expires_at"]), tz=UTC)
+        except (KeyError, TypeError, ValueError):
+            raise UpstreamError("The upstream's client secret has no valid expires_at.") from None
+        raw_session = body.get("session")
+        session: dict[str, Any] = raw_session if isinstance(raw_session, dict) else {}
+        return cls(
+            value=body["value"],
+            expires_at=expires,
+            session_id=session.get("id") or body.get("session_id"),
+            model=session.get("model") or body.get("model"),
+            session=session,
+        )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def error_from_response(response: httpx.Response) -> RtkitError:
+    """Map an upstream error response (OpenAI's ``{"error": {...}}`` shape) onto rtkit's exception tree."""
+    try:
+        detail = response.json().get("error") or {}
+    except ValueError:
+        detail = {}
+    message = detail.get("message") if isinstance(detail, dict) else None
+    code = detail.get("code") if isinstance(detail, dict) else None
+    status = response.status_code
+    if status == 401:
+        return AuthenticationError(
+            "The upstream refused the main API key.", hint="check OPENAI_API_KEY (or the emulator's --api-key)"
+        )
+    if status == 429 and code == "insufficient_quota":
+        return QuotaExceededError(
+            message or "The account's quota is exhausted.", hint="check the plan and billing details"
+        )
+    if status == 429:
+        return RateLimitedError(
+            message or "The upstream is rate limiting requests.",
+            retry_after=_retry_after(response),
+            hint="wait and try again",
+        )
+    if 400 <= status < 500:
+        return InvalidRequestError(
+            message or f"The upstream rejected the request ({status}).",
+            hint=f"param: {detail.get('param')}" if isinstance(detail, dict) and detail.get("param") else None,
+        )
+    return UpstreamError(
+        message or f"The upstream failed with HTTP {status}.",
+        status=status,
+        hint="the Realtime API may be down; try again shortly",
+    )
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, UpstreamError | RateLimitedError) and not isinstance(exc, QuotaExceededError)
+
+
+class _BackoffHonouringRetryAfter:
+    """Exponential backoff with jitter, except when the server said how long to wait."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self._exponential = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
+        self._maximum = maximum
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+            return min(exc.retry_after, self._maximum)
+        return float(self._exponential(state))
+
+
+class TokenIssuer:
+    """Mints ephemeral keys from ``{base_url}/realtime/client_secrets`` with the main key."""
+
+    def __init__(
+        self,
+        api_key: str | SecretStr,
+        *,
+        base_url: str = OPENAI_BASE_URL,
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 8.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        secret = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        if not secret:
+            raise ConfigurationError(
+                "No main API key was given to the token issuer.",
+                hint="set OPENAI_API_KEY, or start the emulator and use its key",
+            )
+        if max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1.")
+        self.base_url = base_url.rstrip("/")
+        self.max_attempts = max_attempts
+        self._api_key = SecretStr(secret)
+        self._wait = _BackoffHonouringRetryAfter(backoff_initial, backoff_max)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        #: Attempts made by the last ``issue`` call (1 when the first try succeeded).
+        self.last_attempts = 0
+
+    def __repr__(self) -> str:
+        return f"TokenIssuer(base_url={self.base_url!r})"
+
+    async def issue(
+        self,
+        session: dict[str, Any] | BaseModel | None = None,
+        *,
+        expires_in: int | None = None,
+    ) -> EphemeralKey:
+        """Mint one key for ``session`` (a dict or ``RealtimeSessionConfig``); ``expires_in`` seconds of life."""
+        body: dict[str, Any] = {}
+        if session is not None:
+            body["session"] = (
+                session.model_dump(exclude_none=True, mode="json") if isinstance(session, BaseModel) else session
+            )
+        if expires_in is not None:
+            body["expires_after"] = {"anchor": "created_at", "seconds": expires_in}
+        self.last_attempts = 0
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            wait=self._wait,
+            stop=stop_after_attempt(self.max_attempts),
+            reraise=True,
+        ):
+            with attempt:
+                self.last_attempts += 1
+                return await self._post(body)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _post(self, body: dict[str, Any]) -> EphemeralKey:
+        try:
+            response = await self._http.post(
+                f"{self.base_url}/realtime/client_secrets",
+                json=body,
+                headers={"Authorization": f"Bearer {self._api_key.get_secret_value()}"},
+            )
+        except httpx.TimeoutException:
+            raise RequestTimeoutError(
+                f"The upstream at {self.base_url} did not answer in time.",
+                hint="the Realtime API may be slow or down; try again",
+            ) from None
+        except httpx.TransportError as exc:
+            raise UpstreamError(
+                f"Cannot reach the upstream at {self.base_url} ({type(exc).__name__}).",
+                hint="check the network, or that the emulator is running",
+            ) from None
+        if response.status_code != 200:
+            raise error_from_response(response)
+        try:
+            return EphemeralKey.from_response(response.json())
+        except ValueError:
+            raise UpstreamError("The upstream answered 200 with a body that is not JSON.") from None
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> TokenIssuer:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
