@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from rtkit.emulator.config import DEFAULT_API_KEY, EmulatorConfig
-from rtkit.errors import RtkitError
+from rtkit.errors import ConfigurationError, RtkitError
 
 
 def _latency(value: str) -> tuple[str, float]:
@@ -44,6 +44,32 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--latency", type=_latency, action="append", default=[], metavar="ENDPOINT=SECONDS")
     faults.add_argument("--drop-calls-after", type=float, default=None, metavar="SECONDS")
     emu.add_argument("--log-level", default="info")
+
+    broker = sub.add_parser("broker", help="serve the token broker (POST /api/client-secret)")
+    broker.add_argument("--host", default="127.0.0.1")
+    broker.add_argument("--port", type=int, default=8000)
+    broker.add_argument(
+        "--upstream",
+        default=None,
+        metavar="URL",
+        help="Realtime API base URL (default https://api.openai.com/v1; the emulator's …/v1 offline)",
+    )
+    broker.add_argument("--dev", action="store_true", help="allow anonymous callers (laptop demos only)")
+    broker.add_argument(
+        "--app-token",
+        action="append",
+        default=[],
+        metavar="NAME=SHA256",
+        help="an app allowed in, with the SHA-256 of its token (see `rtkit hash-token`)",
+    )
+    broker.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN")
+    broker.add_argument("--redis-url", default=None, help="share cache and rate limits between processes")
+    broker.add_argument("--rate-limit-ip", default=None, metavar="LIMIT", help='e.g. "30/minute"')
+    broker.add_argument("--rate-limit-caller", default=None, metavar="LIMIT")
+    broker.add_argument("--key-ttl", type=int, default=None, metavar="SECONDS")
+    broker.add_argument("--cache-margin", type=float, default=None, metavar="SECONDS")
+
+    sub.add_parser("hash-token", help="read an app token on stdin, print the SHA-256 the broker stores")
 
     demo = sub.add_parser("demo", help="start an emulator and run one spoken turn against it")
     demo.add_argument("--text", default="Hello from the realtime kit. What is the weather like in Paris today?")
@@ -89,12 +115,53 @@ async def _serve(args: argparse.Namespace) -> None:
         await emulator.stop()
 
 
+async def _broker(args: argparse.Namespace) -> None:
+    from rtkit.broker import Broker, BrokerSettings
+    from rtkit.broker.audit import JsonLineFormatter
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonLineFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    settings: dict[str, object] = {"dev_mode": args.dev}
+    options = {
+        "upstream_url": args.upstream,
+        "redis_url": args.redis_url,
+        "rate_limit_per_ip": args.rate_limit_ip,
+        "rate_limit_per_caller": args.rate_limit_caller,
+        "key_ttl_seconds": args.key_ttl,
+        "cache_margin_seconds": args.cache_margin,
+    }
+    settings.update({k: v for k, v in options.items() if v is not None})
+    if args.allow_origin:
+        settings["allowed_origins"] = args.allow_origin
+    if args.app_token:
+        tokens = dict(item.partition("=")[::2] for item in args.app_token)
+        settings["app_tokens"] = tokens
+    try:
+        config = BrokerSettings(**settings)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigurationError(f"Invalid broker settings: {exc}") from None
+    broker = Broker(config, host=args.host, port=args.port)
+    await broker.start()
+    logging.getLogger("rtkit.broker").info("broker on %s, upstream %s", broker.url, config.upstream_url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await broker.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "emulator":
             logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
             asyncio.run(_serve(args))
+        elif args.command == "broker":
+            asyncio.run(_broker(args))
+        elif args.command == "hash-token":
+            from rtkit.broker import hash_token
+
+            print(hash_token(sys.stdin.readline().strip()))
         elif args.command == "demo":
             from rtkit.demo import run_demo
 

@@ -1,0 +1,69 @@
+"""Settings of a broker: constructor arguments or ``RTKIT_BROKER_*`` environment variables."""
+
+from __future__ import annotations
+
+import hashlib
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rtkit.tokens import OPENAI_BASE_URL
+
+
+def hash_token(token: str) -> str:
+    """App tokens are stored as SHA-256 hex digests: a leaked config file does not leak the tokens."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class BrokerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RTKIT_BROKER_", extra="forbid")
+
+    #: The Realtime API the broker mints from (the emulator's ``/v1`` in class and in tests).
+    upstream_url: str = OPENAI_BASE_URL
+    #: The main key. Read from ``RTKIT_BROKER_API_KEY`` or ``OPENAI_API_KEY``; never logged or returned.
+    api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("api_key", "RTKIT_BROKER_API_KEY", "OPENAI_API_KEY")
+    )
+    #: Callers allowed in: name → SHA-256 hex of their bearer token (see ``hash_token``).
+    app_tokens: dict[str, str] = Field(default_factory=dict)
+    #: Allow callers without a token. For a laptop demo only: the broker says so loudly at start.
+    dev_mode: bool = False
+    #: Browser origins allowed to call the broker (CORS); ``*`` allows any. A request with another
+    #: ``Origin`` is refused with 403; requests without ``Origin`` (servers, curl) are not browsers.
+    allowed_origins: list[str] = Field(default_factory=list)
+    rate_limit_per_ip: str = "30/minute"
+    rate_limit_per_caller: str = "120/minute"
+    #: ``redis://…``: share cached keys, locks and rate-limit counters between broker processes.
+    redis_url: str | None = None
+    cache_margin_seconds: float = Field(30.0, ge=0)
+    key_ttl_seconds: int = Field(600, ge=10, le=7200)
+    model: str = "gpt-realtime"
+    instructions: str = "You are a friendly assistant in a voice demo. Keep answers short."
+    allowed_voices: list[str] = Field(
+        default_factory=lambda: [
+            "alloy",
+            "ash",
+            "ballad",
+            "cedar",
+            "coral",
+            "echo",
+            "marin",
+            "sage",
+            "shimmer",
+            "verse",
+        ]
+    )
+    max_instructions_chars: int = Field(2000, ge=0)
+    max_body_bytes: int = Field(16_384, ge=256)
+    upstream_timeout: float = Field(10.0, gt=0)
+    upstream_attempts: int = Field(3, ge=1, le=10)
+    #: Where browsers should open their calls; published to the demo page. Default: ``upstream_url``.
+    realtime_url: str | None = None
+
+    @field_validator("app_tokens")
+    @classmethod
+    def _hashed(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, digest in value.items():
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
+                raise ValueError(f"app token for {name!r} must be a SHA-256 hex digest (use rtkit.broker.hash_token)")
+        return {name: digest.lower() for name, digest in value.items()}

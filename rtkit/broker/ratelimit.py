@@ -1,0 +1,38 @@
+"""Rate limits per client IP and per caller, with the ``limits`` library (memory, or Redis when shared)."""
+
+from __future__ import annotations
+
+import time
+
+from limits import parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from rtkit.broker.config import BrokerSettings
+from rtkit.broker.errors import BrokerError
+
+
+class RateLimits:
+    def __init__(self, settings: BrokerSettings) -> None:
+        self.storage: Storage = (
+            RedisStorage(settings.redis_url.replace("redis://", "async+redis://", 1))
+            if settings.redis_url
+            else MemoryStorage()
+        )
+        self._limiter = MovingWindowRateLimiter(self.storage)
+        self._per_ip = parse(settings.rate_limit_per_ip)
+        self._per_caller = parse(settings.rate_limit_per_caller)
+
+    async def check(self, ip: str, caller: str) -> None:
+        for item, scope, who in ((self._per_ip, "ip", ip), (self._per_caller, "caller", caller)):
+            if not await self._limiter.hit(item, "rtkit-broker", scope, who):
+                stats = await self._limiter.get_window_stats(item, "rtkit-broker", scope, who)
+                retry = max(0.001, stats.reset_time - time.time())
+                raise BrokerError(
+                    429,
+                    "RateLimited",
+                    "rate_limited",
+                    f"Too many requests from this {'address' if scope == 'ip' else 'app'} "
+                    f"(limit {item}). Try again in {retry:.1f} s.",
+                    retry_after=retry,
+                )
