@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rtkit.emulator import admin, routes
 
@@ -29,3 +31,27 @@ def build_app(emulator: Emulator) -> Starlette:
     )
     app.state.emulator = emulator
     return app
+
+
+class CallsCors:
+    """CORS for ``/v1/realtime/calls`` only: browsers may open calls from the allowed origins (the
+    agents SDK's custom header and ``Authorization`` need a preflight; ``Location`` carries the call id)."""
+
+    PREFIX = "/v1/realtime/calls"
+
+    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=["POST"],
+            allow_headers=["*"],
+            expose_headers=["Location"],
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.PREFIX):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

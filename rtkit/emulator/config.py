@@ -26,5 +26,8 @@ class EmulatorConfig(BaseSettings):
     #: real time too; 2.0 leaves a response in progress for half its playback, so barge-in can cancel it.
     generation_speed: float = Field(2.0, gt=0)
     max_session_seconds: float = Field(3600.0, ge=0)
+    #: Browser origins allowed to POST ``/v1/realtime/calls`` directly (CORS), as the real API allows;
+    #: nothing else of the emulator is opened to other origins. ``*`` allows any.
+    cors_origins: list[str] = Field(default_factory=list)
     #: ICE candidates on 127.0.0.1 only. Default: on when ``host`` is a loopback address.
     loopback_ice: bool | None = None

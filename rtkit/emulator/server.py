@@ -14,7 +14,7 @@ from typing import Any
 from rtkit._ice import is_loopback_host
 from rtkit._ids import new_id
 from rtkit._serve import LoopServer
-from rtkit.emulator.app import build_app
+from rtkit.emulator.app import CallsCors, build_app
 from rtkit.emulator.config import EmulatorConfig
 from rtkit.emulator.engine import Engine, TransportKind
 from rtkit.emulator.faults import Faults
@@ -49,7 +49,8 @@ class Emulator:
         self.server_events: deque[dict[str, Any]] = deque(maxlen=20_000)
         self.event_hooks: list[EventHook] = []
         self.app = build_app(self)
-        self._server = LoopServer(self.app, self.config.host, self.config.port, what="emulator")
+        self.asgi = CallsCors(self.app, self.config.cors_origins) if self.config.cors_origins else self.app
+        self._server = LoopServer(self.asgi, self.config.host, self.config.port, what="emulator")
         self._tasks: set[asyncio.Future[None]] = set()
         loopback = self.config.loopback_ice
         self.loopback_ice = is_loopback_host(self.config.host) if loopback is None else loopback

@@ -18,7 +18,7 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from rtkit._ice import loopback_candidates, rtc_configuration
@@ -27,8 +27,11 @@ from rtkit.emulator.engine import Engine
 
 log = logging.getLogger("rtkit.emulator")
 
+_OPUS = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+
 _FRAME = REALTIME_RATE // 50  # 20 ms at 24 kHz
-_FRAME_SECONDS = 0.02
+#: Events held for a data channel that is not open yet; past this the oldest are dropped.
+_MAX_PENDING = 1000
 
 
 class ModelAudioTrack(MediaStreamTrack):
@@ -128,13 +131,12 @@ class RtcCall:
     async def answer(self, offer_sdp: str) -> str:
         """Apply the client's offer and return our answer (with our candidates: aiortc does not trickle)."""
         with loopback_candidates(self.loopback_only):
+            # Our transceiver exists before the offer is applied, so that the offer's audio section binds to
+            # it with our codec preference: the service answers Opus only (aiortc would add G722 and G.711).
+            transceiver = self.pc.addTransceiver(self.track, direction="sendrecv")
+            transceiver.setCodecPreferences(_OPUS)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            for transceiver in self.pc.getTransceivers():
-                if transceiver.kind == "audio":
-                    transceiver.direction = "sendrecv"
-                    transceiver.sender.replaceTrack(self.track)
-                    break
-            else:
+            if transceiver.mid is None:
                 raise ValueError("the offer has no audio media section")
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         return str(self.pc.localDescription.sdp)
@@ -146,8 +148,11 @@ class RtcCall:
         channel = self._channel
         if channel is not None and channel.readyState == "open":
             channel.send(text)
-        elif not self._closed:
+        elif channel is None and not self._closed:
+            # Before the client's channel opens (audio may arrive first); once it has closed, events have
+            # nowhere to go and are dropped.
             self._pending.append(text)
+            del self._pending[:-_MAX_PENDING]
 
     def _on_datachannel(self, channel: object) -> None:
         if getattr(channel, "label", None) != "oai-events":

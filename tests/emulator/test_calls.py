@@ -280,3 +280,41 @@ async def test_invalid_session_in_multipart_is_400(emulator: Emulator) -> None:
         )
     await pc.close()
     assert r.status_code == 400 and r.json()["error"]["param"] == "session.voice"
+
+
+async def test_answer_offers_opus_only(emulator: Emulator) -> None:
+    pc = await offer()
+    r = await post_offer(emulator, pc.localDescription.sdp)
+    await pc.close()
+    rtpmaps = [line for line in r.text.splitlines() if line.startswith("a=rtpmap:")]
+    assert rtpmaps and all("opus/48000/2" in line for line in rtpmaps)
+
+
+async def test_cors_opens_calls_to_allowed_origins_only() -> None:
+    page = "http://127.0.0.1:3000"
+    preflight_headers = {
+        "Origin": page,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type,x-openai-agents-sdk",
+    }
+    async with Emulator(api_key=TEST_KEY, cors_origins=[page]) as emu, httpx.AsyncClient() as http:
+        preflight = await http.options(f"{emu.base_url}/realtime/calls", headers=preflight_headers)
+        foreign = await http.options(
+            f"{emu.base_url}/realtime/calls", headers={**preflight_headers, "Origin": "http://elsewhere:1"}
+        )
+        secrets_preflight = await http.options(f"{emu.base_url}/realtime/client_secrets", headers=preflight_headers)
+        pc = await offer()
+        posted = await http.post(
+            f"{emu.base_url}/realtime/calls",
+            content=pc.localDescription.sdp,
+            headers={"Authorization": f"Bearer {TEST_KEY}", "Content-Type": "application/sdp", "Origin": page},
+        )
+        await pc.close()
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == page
+    assert "x-openai-agents-sdk" in preflight.headers["access-control-allow-headers"].lower()
+    assert "access-control-allow-origin" not in foreign.headers
+    assert "access-control-allow-origin" not in secrets_preflight.headers
+    assert posted.status_code == 201
+    assert posted.headers["access-control-allow-origin"] == page
+    assert "location" in posted.headers["access-control-expose-headers"].lower()
