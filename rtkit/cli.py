@@ -9,6 +9,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from rtkit.emulator.config import DEFAULT_API_KEY, EmulatorConfig
 from rtkit.errors import ConfigurationError, RtkitError
 
@@ -139,8 +141,10 @@ async def _broker(args: argparse.Namespace) -> None:
         settings["app_tokens"] = tokens
     try:
         config = BrokerSettings(**settings)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise ConfigurationError(f"Invalid broker settings: {exc}") from None
+    except ValidationError as exc:
+        # Name the setting and the problem, never the value (it may be a secret).
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(f"Invalid broker settings: {problems}") from None
     broker = Broker(config, host=args.host, port=args.port)
     await broker.start()
     logging.getLogger("rtkit.broker").info("broker on %s, upstream %s", broker.url, config.upstream_url)

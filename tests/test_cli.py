@@ -97,3 +97,34 @@ def test_bad_latency_flag_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert "ENDPOINT=SECONDS" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--rate-limit-ip", "lots"], {"OPENAI_API_KEY": "sk-secret-value-1"}, "rate_limit_per_ip"),
+        (["--app-token", "web=not-a-digest"], {"OPENAI_API_KEY": "sk-secret-value-1"}, "SHA-256"),
+        ([], {}, "no main API key"),
+    ],
+)
+def test_broker_misconfiguration_is_a_plain_error(args: list[str], env: dict[str, str], message: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "RTKIT_BROKER_API_KEY")}
+    result = subprocess.run(
+        [sys.executable, "-m", "rtkit", "broker", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**clean, **env},
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and "sk-secret-value-1" not in result.stderr + result.stdout
+
+
+def test_hash_token_prints_the_digest_the_broker_stores() -> None:
+    import hashlib
+
+    result = subprocess.run(
+        [sys.executable, "-m", "rtkit", "hash-token"], input="s3cret\n", capture_output=True, text=True, timeout=30
+    )
+    assert result.stdout.strip() == hashlib.sha256(b"s3cret").hexdigest()

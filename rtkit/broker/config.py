@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+from limits import parse
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -59,6 +60,12 @@ class BrokerSettings(BaseSettings):
     upstream_attempts: int = Field(3, ge=1, le=10)
     #: Where browsers should open their calls; published to the demo page. Default: ``upstream_url``.
     realtime_url: str | None = None
+
+    @field_validator("rate_limit_per_ip", "rate_limit_per_caller")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        parse(value)  # raises ValueError with the library's own explanation
+        return value
 
     @field_validator("app_tokens")
     @classmethod

@@ -14,11 +14,13 @@ from rtkit.broker.errors import BrokerError
 
 class RateLimits:
     def __init__(self, settings: BrokerSettings) -> None:
-        self.storage: Storage = (
-            RedisStorage(settings.redis_url.replace("redis://", "async+redis://", 1))
-            if settings.redis_url
-            else MemoryStorage()
-        )
+        self.storage: Storage
+        if settings.redis_url:
+            # redis-py, which the token cache uses too (limits would default to coredis).
+            url = settings.redis_url.replace("redis://", "async+redis://", 1)
+            self.storage = RedisStorage(url, implementation="redispy")
+        else:
+            self.storage = MemoryStorage()
         self._limiter = MovingWindowRateLimiter(self.storage)
         self._per_ip = parse(settings.rate_limit_per_ip)
         self._per_caller = parse(settings.rate_limit_per_caller)

@@ -43,7 +43,7 @@ def build_state(settings: BrokerSettings, issuer: TokenIssuer | None = None) -> 
     if issuer is None:
         if settings.api_key is None:
             raise ConfigurationError(
-                "The broker has no main API key.", hint="set OPENAI_API_KEY (or RTKIT_BROKER_API_KEY, or --api-key-env)"
+                "The broker has no main API key.", hint="set OPENAI_API_KEY or RTKIT_BROKER_API_KEY in the environment"
             )
         issuer = TokenIssuer(
             settings.api_key,
