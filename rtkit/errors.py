@@ -12,6 +12,9 @@ from typing import ClassVar
 
 __all__ = [
     "AudioUnavailableError",
+    "MicrophoneDeniedError",
+    "MicrophoneUnavailableError",
+    "SpeakerUnavailableError",
     "AuthenticationError",
     "ConfigurationError",
     "InvalidRequestError",
@@ -21,6 +24,9 @@ __all__ = [
     "RtkitError",
     "TokenExpiredError",
     "UpstreamError",
+    "NetworkLostError",
+    "RealtimeAPIError",
+    "WebRTCUnavailableError",
 ]
 
 
@@ -112,3 +118,67 @@ class AudioUnavailableError(RtkitError):
 
     code = "audio_unavailable"
     error = "AudioUnavailable"
+
+
+class MicrophoneUnavailableError(AudioUnavailableError):
+    """No microphone can be opened here: PortAudio is missing, there is no input device, or it is busy.
+
+    Feeding a ``SpeechSource`` or ``WavFileSource`` instead keeps a demo going on a machine without one.
+    """
+
+    code = "microphone_unavailable"
+    error = "MicrophoneUnavailable"
+
+
+class MicrophoneDeniedError(MicrophoneUnavailableError):
+    """A microphone exists but this process may not record from it (OS privacy setting, ``audio`` group)."""
+
+    code = "microphone_denied"
+    error = "MicrophoneDenied"
+
+
+class SpeakerUnavailableError(AudioUnavailableError):
+    """No speaker can be opened here: PortAudio is missing, there is no output device, or it is busy."""
+
+    code = "speaker_unavailable"
+    error = "SpeakerUnavailable"
+
+
+class WebRTCUnavailableError(RtkitError):
+    """A WebRTC call could not be set up here (aiortc missing, ICE failed or timed out).
+
+    ``transport="auto"`` falls back to the WebSocket transport on this error.
+    """
+
+    code = "webrtc_unavailable"
+    error = "WebRTCUnavailable"
+
+
+class NetworkLostError(RtkitError):
+    """A live connection dropped (peer gone, network down, server hung up)."""
+
+    code = "network_lost"
+    error = "NetworkLost"
+
+
+class RealtimeAPIError(RtkitError):
+    """An ``error`` event (or a failed ``response.done``) from the Realtime API, with its own fields."""
+
+    code = "realtime_error"
+    error = "RealtimeError"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        api_code: str | None = None,
+        api_type: str | None = None,
+        param: str | None = None,
+        event_id: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.api_code = api_code
+        self.api_type = api_type
+        self.param = param
+        self.event_id = event_id
