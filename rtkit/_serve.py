@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from typing import Any
 
 import uvicorn
 
 from rtkit.errors import ConfigurationError
+
+
+class _DenialNoise(logging.Filter):
+    """uvicorn's websockets-sansio protocol logs an error after every WebSocket *denial response* (the HTTP
+    401/429 the Realtime API answers a bad upgrade with), although the response went out complete. Our
+    apps answer every upgrade with accept or a denial, so this line only ever reports that known quirk."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing handshake" not in record.getMessage()
+
+
+logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
 
 
 class LoopServer:

@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--key-ttl", type=int, default=None, metavar="SECONDS", help="override key lifetimes")
     faults.add_argument("--latency", type=_latency, action="append", default=[], metavar="ENDPOINT=SECONDS")
     faults.add_argument("--drop-calls-after", type=float, default=None, metavar="SECONDS")
+    faults.add_argument("--block-media", action="store_true", help="answer calls but let no media through")
     emu.add_argument("--log-level", default="info")
 
     broker = sub.add_parser("broker", help="serve the token broker (POST /api/client-secret)")
@@ -100,6 +101,7 @@ async def _serve(args: argparse.Namespace) -> None:
         f.reject_next_calls(args.reject_calls, status=args.fail_status if args.fail_status != 429 else 503)
     f.key_ttl_override = args.key_ttl
     f.drop_calls_after = args.drop_calls_after
+    f.block_media = args.block_media
     for endpoint, seconds in args.latency:
         f.add_latency(endpoint, seconds)
     await emulator.start()

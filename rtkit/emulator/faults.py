@@ -34,6 +34,9 @@ class Faults:
     key_ttl_override: int | None = None
     latency: dict[str, float] = field(default_factory=dict)
     drop_calls_after: float | None = None
+    #: Answer calls, then let no media through, like a firewall that drops UDP: the client's ICE never
+    #: completes, which is how "WebRTC unavailable" looks from the client.
+    block_media: bool = False
 
     def fail_next_mints(
         self, count: int = 1, *, status: int = 429, retry_after: float = 1.0, quota: bool = False
@@ -55,6 +58,7 @@ class Faults:
     def clear(self) -> None:
         self.mint_failures = self.call_failures = None
         self.key_ttl_override = self.drop_calls_after = None
+        self.block_media = False
         self.latency.clear()
 
     def take_mint_failure(self) -> ApiError | None:
@@ -101,6 +105,7 @@ class FaultRequest(BaseModel):
     key_ttl_seconds: int | None = Field(None, ge=1, le=7200)
     latency: dict[Endpoint, float] | None = None
     drop_calls_after: float | None = Field(None, ge=0)
+    block_media: bool | None = None
     clear: bool = False
 
     def apply(self, faults: Faults) -> None:
@@ -127,3 +132,5 @@ class FaultRequest(BaseModel):
                 faults.add_latency(endpoint, seconds)
         if "drop_calls_after" in fields:
             faults.drop_calls_after = self.drop_calls_after
+        if self.block_media is not None:
+            faults.block_media = self.block_media

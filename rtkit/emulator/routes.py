@@ -157,6 +157,8 @@ async def create_call(request: Request) -> Response:
     except Exception as exc:  # aiortc raises ValueError and friends for SDP it cannot use
         await call.close()
         raise ApiError(f"Invalid SDP offer: {exc}", code="invalid_offer", param="sdp") from None
+    if emu.faults.block_media:
+        await call.drop(silent=True)
     return Response(
         answer,
         status_code=201,

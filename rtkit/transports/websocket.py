@@ -1,0 +1,136 @@
+"""The WebSocket transport: the same conversation over ``GET /v1/realtime``, audio as base64 PCM16 at 24 kHz.
+
+It is the fallback where WebRTC cannot run (no UDP, no aiortc) and the natural choice server-side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+from typing import Any
+
+import httpx
+import numpy as np
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from rtkit.audio.base import AudioSource
+from rtkit.audio.pcm import REALTIME_RATE, resample
+from rtkit.errors import NetworkLostError, RequestTimeoutError, UpstreamError
+from rtkit.transports.base import Transport, TransportCallbacks, refusal
+
+log = logging.getLogger("rtkit.transports")
+
+
+class WebSocketTransport(Transport):
+    name = "websocket"
+
+    def __init__(
+        self,
+        base_url: str,
+        callbacks: TransportCallbacks,
+        *,
+        model: str = "gpt-realtime",
+        connect_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(base_url, callbacks, model=model, connect_timeout=connect_timeout)
+        self._ws: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    @property
+    def url(self) -> str:
+        ws_base = self.base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        return f"{ws_base}/realtime?model={self.model}"
+
+    async def connect(self, key: str, source: AudioSource | None) -> None:
+        try:
+            self._ws = await websockets.connect(
+                self.url,
+                additional_headers={"Authorization": f"Bearer {key}"},
+                open_timeout=self.connect_timeout,
+                max_size=16 * 2**20,
+            )
+        except InvalidStatus as exc:
+            retry_after = exc.response.headers.get("Retry-After")
+            response = httpx.Response(
+                exc.response.status_code,
+                content=bytes(exc.response.body or b""),
+                headers={"Retry-After": retry_after} if retry_after else {},
+            )
+            raise refusal(response, "WebSocket") from None
+        except TimeoutError:
+            raise RequestTimeoutError(f"The WebSocket to {self.url} did not open in time.") from None
+        except OSError as exc:
+            raise UpstreamError(
+                f"Cannot reach {self.url} ({exc.strerror or type(exc).__name__}).",
+                hint="check the network, or that the emulator is running",
+            ) from None
+        self.timings.mark("connected")
+        self._spawn(self._read())
+        if source is not None:
+            self._spawn(self._pump(source))
+
+    async def _read(self) -> None:
+        try:
+            async for message in self._ws:
+                try:
+                    event = json.loads(message)
+                except ValueError:
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                if event.get("type") == "response.output_audio.delta":
+                    pcm = np.frombuffer(base64.b64decode(event.get("delta", "")), dtype="<i2").astype(np.int16)
+                    self.callbacks.on_audio(pcm, REALTIME_RATE)
+                self.callbacks.on_event(event)
+        except ConnectionClosed:
+            pass
+        if not self._closing:
+            self._closing = True
+            code = self._ws.close_code
+            reason = self._ws.close_reason or ""
+            self.callbacks.on_closed(
+                None
+                if code == 1000
+                else NetworkLostError(
+                    f"The WebSocket closed ({code}{': ' + reason if reason else ''}).",
+                    hint="the session reconnects with a fresh key",
+                )
+            )
+
+    async def _pump(self, source: AudioSource) -> None:
+        """Stream the source as ``input_audio_buffer.append`` events, 20 ms each."""
+        with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
+            while not self._closing:
+                pcm = await source.read()
+                self.callbacks.on_input(pcm, source.sample_rate)
+                pcm24 = resample(pcm, source.sample_rate, REALTIME_RATE)
+                await self._ws.send(
+                    json.dumps(
+                        {
+                            "type": "input_audio_buffer.append",
+                            "audio": base64.b64encode(pcm24.astype("<i2").tobytes()).decode(),
+                        }
+                    )
+                )
+
+    def send(self, event: dict[str, Any]) -> None:
+        if self._ws is None or self._closing:
+            raise NetworkLostError("The WebSocket is not open.", hint="wait for the session to be connected")
+        self._spawn(self._ws.send(json.dumps(event)))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+        for task in list(self._tasks):
+            task.cancel()
