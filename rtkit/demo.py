@@ -1,57 +1,74 @@
-"""``make demo``: one complete spoken turn against a local emulator, with its timeline.
+"""``make demo``: the seed's whole architecture on one machine, offline.
 
-The main key stays here (the "backend"); the call is opened with an ephemeral key, as a browser would.
+The emulator plays the Realtime API; the broker is the backend that holds the main key and mints
+ephemeral keys; a ``RealtimeSession`` is the client: it gets its key from the broker, opens a WebRTC
+call, speaks a recorded sentence, and prints what came back with the latency of every step.
 """
 
 from __future__ import annotations
 
-import time
+import secrets
+from typing import Any
 
-import httpx
-import numpy as np
-
-from rtkit.audio.pcm import REALTIME_RATE, level_dbfs
+from rtkit.audio.sinks import RecorderSink
+from rtkit.audio.sources import SpeechSource
+from rtkit.broker import Broker, BrokerSettings, hash_token
 from rtkit.emulator import Emulator
-from rtkit.emulator.probe import open_call
-from rtkit.emulator.responders import voice_text
+from rtkit.keys import BrokerKeys
+from rtkit.session import RealtimeSession, StateChange
 
-LEAD_SECONDS = 0.5
+
+def _row(label: str, value: float | None) -> str:
+    return f"| {label:<44} | {'—' if value is None else f'{value:,.1f} ms':>12} |"
 
 
 async def run_demo(text: str) -> None:
-    speech = await voice_text(text)
-    async with Emulator() as emu:
-        print(f"emulator: {emu.base_url}")
-        async with httpx.AsyncClient() as http:
-            t = time.perf_counter()
-            r = await http.post(
-                f"{emu.base_url}/realtime/client_secrets",
-                headers={"Authorization": f"Bearer {emu.api_key}"},
-                json={"session": {"type": "realtime", "model": "gpt-realtime"}},
-            )
-            r.raise_for_status()
-            mint_ms = (time.perf_counter() - t) * 1000
-        key = r.json()["value"]
-        print(f"minted an ephemeral key ek_…{key[-4:]} in {mint_ms:.1f} ms")
-        call = await open_call(emu.base_url, key, audio=speech, lead_seconds=LEAD_SECONDS)
-        print(f"call {call.call_id}: data channel open after {call.timings['channel_open'] * 1000:.0f} ms")
-        print(f"speaking {speech.size / REALTIME_RATE:.2f} s: {text!r}")
-        await call.wait_for("output_audio_buffer.stopped", timeout=30 + speech.size / REALTIME_RATE * 2)
-        assert call.track is not None
-        # The speech's last frame left the microphone track at this clock time.
-        speech_end = call.track.sent_at[0] + LEAD_SECONDS + speech.size / REALTIME_RATE
-        print("\n  t (ms after end of speech)  event")
-        for at, event in call.events:
-            print(f"  {(at - speech_end) * 1000:>8.0f}                    {event['type']}")
-        voiced = [at for at, pcm in call.frames if level_dbfs(pcm)[0] > -40 and at > speech_end - 5]
-        first_audio = next((at for at in voiced if at > speech_end), None)
-        done = next(e for _, e in call.events if e["type"] == "response.done")
-        reply = np.concatenate([pcm for at, pcm in call.frames if at > speech_end])
-        print(f"\nreply transcript: {done['response']['output'][0]['content'][0]['transcript']}")
-        print(f"reply audio received: {reply.size / REALTIME_RATE:.2f} s, peak {level_dbfs(reply)[1]:.1f} dBFS")
-        if first_audio is not None:
-            print(
-                f"time to first audio (end of speech → first reply frame): "
-                f"{(first_audio - speech_end) * 1000:.0f} ms  (includes the VAD's 500 ms silence window)"
-            )
-        await call.close()
+    app_token = secrets.token_urlsafe(16)
+    async with (
+        Emulator() as emu,
+        Broker(
+            BrokerSettings(upstream_url=emu.base_url, api_key=emu.api_key, app_tokens={"demo": hash_token(app_token)})
+        ) as broker,
+    ):
+        print(f"emulator (the Realtime API): {emu.base_url}")
+        print(f"broker (your backend):       {broker.url}/api/client-secret")
+        source = SpeechSource(text, lead_seconds=0.5)
+        sink = RecorderSink()
+        session = RealtimeSession(
+            BrokerKeys(broker.url, app_token=app_token, session_id="demo"),
+            {"instructions": "Repeat what you hear."},
+            base_url=emu.base_url,
+            source=source,
+            sink=sink,
+            transport="auto",
+        )
+
+        def show(change: StateChange) -> None:
+            print(f"  state: {change.state}" + (f" ({change.transport})" if change.transport else ""))
+
+        session.states.on(show)
+        async with session:
+            assert session.key is not None
+            print(f"  key: {session.key.fingerprint} from the broker, expires {session.key.expires_at:%H:%M:%S} UTC")
+            print(f"  speaking ({source.engine}): {text!r}")
+            done: dict[str, Any] = await session.wait_for("response.done", timeout=60)
+            if session.transport is not None and session.transport.name == "webrtc":
+                await session.wait_for("output_audio_buffer.stopped", timeout=60)
+        content = done["response"]["output"][0]["content"][0]
+        print(f"\nreply transcript: {content.get('transcript') or content.get('text')}")
+        connect = session.metrics.connects[0]
+        turn = session.metrics.turns[0]
+        print(f"reply audio: {turn.reply_seconds:.2f} s\n")
+        print(f"| {'step':<44} | {'time':>12} |\n|{'-' * 46}|{'-' * 13}:|")
+        for label, value in [
+            ("mint a key through the broker", connect.mint_ms),
+            ("SDP offer → answer (POST /realtime/calls)", connect.answer_ms),
+            ("→ ICE + DTLS connected", connect.connected_ms),
+            ("→ data channel open", connect.channel_open_ms),
+            ("→ session.created (connect total)", connect.session_created_ms),
+            ("end of speech → speech_stopped (VAD)", turn.speech_stopped_ms),
+            ("end of speech → response.created", turn.response_created_ms),
+            ("end of speech → first audible reply audio", turn.first_audio_ms),
+            ("end of speech → reply finished playing", turn.reply_end_ms),
+        ]:
+            print(_row(label, value))

@@ -12,20 +12,20 @@ from typing import ClassVar
 
 __all__ = [
     "AudioUnavailableError",
-    "MicrophoneDeniedError",
-    "MicrophoneUnavailableError",
-    "SpeakerUnavailableError",
     "AuthenticationError",
     "ConfigurationError",
     "InvalidRequestError",
+    "MicrophoneDeniedError",
+    "MicrophoneUnavailableError",
+    "NetworkLostError",
     "QuotaExceededError",
     "RateLimitedError",
+    "RealtimeAPIError",
     "RequestTimeoutError",
     "RtkitError",
+    "SpeakerUnavailableError",
     "TokenExpiredError",
     "UpstreamError",
-    "NetworkLostError",
-    "RealtimeAPIError",
     "WebRTCUnavailableError",
 ]
 

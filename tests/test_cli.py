@@ -128,3 +128,14 @@ def test_hash_token_prints_the_digest_the_broker_stores() -> None:
         [sys.executable, "-m", "rtkit", "hash-token"], input="s3cret\n", capture_output=True, text=True, timeout=30
     )
     assert result.stdout.strip() == hashlib.sha256(b"s3cret").hexdigest()
+
+
+def test_demo_runs_a_timed_spoken_turn_through_the_broker() -> None:
+    result = subprocess.run([sys.executable, "-m", "rtkit", "demo"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "state: connected (webrtc)" in out
+    assert re.search(r"key: ek_…\w{4} from the broker", out)
+    assert "reply transcript: [echo of" in out
+    assert re.search(r"end of speech → first audible reply audio \| +[\d,.]+ ms", out)
+    assert "Traceback" not in result.stderr

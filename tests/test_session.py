@@ -244,8 +244,9 @@ async def test_server_errors_are_published_without_failing_the_session(emulator:
     assert errors[0].api_code == "response_cancel_not_active" and errors[0].event_id == "evt_x"
 
 
-async def test_no_microphone_is_a_typed_error_before_anything_is_minted(emulator: Emulator,
-                                                                         issuer: TokenIssuer) -> None:
+async def test_no_microphone_is_a_typed_error_before_anything_is_minted(
+    emulator: Emulator, issuer: TokenIssuer
+) -> None:
     from rtkit.audio.sources import MicrophoneSource
     from rtkit.errors import MicrophoneUnavailableError
 
