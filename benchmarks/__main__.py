@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from benchmarks import audio, capacity, connect, mint, roundtrip
+from benchmarks import audio, broker, capacity, connect, mint, roundtrip
 from benchmarks._common import Options, Report, Row, command, markdown_table
 
 BENCHMARKS: dict[str, Callable[[Options], Coroutine[Any, Any, Report]]] = {
@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[Options], Coroutine[Any, Any, Report]]] = {
     roundtrip.NAME: roundtrip.run,
     audio.NAME: audio.run,
     capacity.NAME: capacity.run,
+    broker.NAME: broker.run,
 }
 
 

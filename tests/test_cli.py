@@ -137,5 +137,5 @@ def test_demo_runs_a_timed_spoken_turn_through_the_broker() -> None:
     assert "state: connected (webrtc)" in out
     assert re.search(r"key: ek_…\w{4} from the broker", out)
     assert "reply transcript: [echo of" in out
-    assert re.search(r"end of speech → first audible reply audio \| +[\d,.]+ ms", out)
+    assert re.search(r"end of speech → first audible reply audio +\| +[\d,.]+ ms", out)
     assert "Traceback" not in result.stderr
