@@ -1,0 +1,12 @@
+"""Jupyter widgets for rtkit (needs the ``lab`` extra: ``pip install 'rtkit[lab]'``).
+
+Each widget has a Python API that does what its buttons do, so notebooks, headless runs and tests can
+drive it: ``await keys.mint()``, ``await connection.connect()``, ``await scenarios.run("network_drop")``.
+"""
+
+from rtkit.widgets.connection import ConnectionPanel
+from rtkit.widgets.keys import KeyPanel
+from rtkit.widgets.plots import LatencyPlot, LevelPlot
+from rtkit.widgets.scenarios import SCENARIOS, ScenarioPanel, ScenarioResult
+
+__all__ = ["SCENARIOS", "ConnectionPanel", "KeyPanel", "LatencyPlot", "LevelPlot", "ScenarioPanel", "ScenarioResult"]

@@ -1,0 +1,120 @@
+"""The connection panel: connect/disconnect, transport choice, a state light, reconnect attempts, event log."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections import deque
+from typing import Any
+
+import ipywidgets as widgets
+
+from rtkit.session import RealtimeSession, StateChange
+from rtkit.widgets._ui import Throttle, error_html, light, spawn
+
+#: Events too chatty to log one by one by default (they arrive tens of times a second).
+NOISY = (
+    "response.output_audio.delta",
+    "response.output_audio_transcript.delta",
+    "response.output_text.delta",
+    "input_audio_buffer.append",
+)
+
+
+class ConnectionPanel(widgets.VBox):
+    """Everything about one session's connection. ``await panel.connect()`` / ``disconnect()`` do what the
+    buttons do; ``panel.lines`` holds the event log lines, ``panel.states`` the transitions seen."""
+
+    def __init__(self, session: RealtimeSession, *, log_lines: int = 200, show_noisy: bool = False) -> None:
+        self.session = session
+        self.states: list[StateChange] = []
+        self.lines: deque[str] = deque(maxlen=log_lines)
+        self.attempts = 0
+        self._t0 = time.monotonic()
+        self._connect = widgets.Button(description="Connect", icon="plug", button_style="success")
+        self._disconnect = widgets.Button(description="Disconnect", icon="times")
+        self._transport = widgets.Dropdown(
+            options=["auto", "webrtc", "websocket"],
+            value=session.transport_choice,
+            description="transport",
+            layout=widgets.Layout(width="200px"),
+        )
+        self._light = widgets.HTML(light(session.state))
+        self._attempts = widgets.HTML("")
+        self._status = widgets.HTML("")
+        self._filter = widgets.Text(placeholder="filter events (e.g. response)", layout=widgets.Layout(width="260px"))
+        self._noisy = widgets.Checkbox(value=show_noisy, description="show deltas", indent=False)
+        self._log = widgets.HTML(
+            "", layout=widgets.Layout(max_height="220px", overflow_y="auto", border="1px solid #ddd")
+        )
+        self._render = Throttle(self._draw_log, fps=4)
+        self._connect.on_click(lambda _: spawn(self.connect(), self._status))
+        self._disconnect.on_click(lambda _: spawn(self.disconnect(), self._status))
+        self._filter.observe(lambda _: self._render.request(), "value")
+        self._noisy.observe(lambda _: self._render.request(), "value")
+        session.states.on(self._on_state)
+        session.events.on(self._on_event)
+        super().__init__(
+            [
+                widgets.HBox([self._connect, self._disconnect, self._transport, self._light, self._attempts]),
+                self._status,
+                widgets.HBox([self._filter, self._noisy]),
+                self._log,
+            ]
+        )
+
+    async def connect(self) -> None:
+        self.session.transport_choice = self._transport.value
+        self._status.value = ""
+        try:
+            await self.session.connect()
+        except Exception as exc:
+            self._status.value = error_html(exc)
+            raise
+        transport = self.session.transport.name if self.session.transport else "?"
+        self._status.value = f"connected over <b>{transport}</b>"
+
+    async def disconnect(self) -> None:
+        await self.session.close()
+
+    @property
+    def state(self) -> str:
+        return self.session.state
+
+    def _stamp(self) -> str:
+        return f"{time.monotonic() - self._t0:7.2f}s"
+
+    def _on_state(self, change: StateChange) -> None:
+        self.states.append(change)
+        if change.attempt:
+            self.attempts = max(self.attempts, change.attempt)
+            self._attempts.value = f"reconnect attempt {change.attempt}"
+        self._light.value = light(change.state)
+        if change.error is not None and change.state in ("disconnected", "failed"):
+            self._status.value = error_html(change.error)
+        self.lines.append(f"{self._stamp()}  ● {change.state}" + (f" — {change.reason}" if change.reason else ""))
+        self._render.request()
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = str(event.get("type", "?"))
+        detail = ""
+        if kind == "error":
+            detail = f" {event.get('error', {}).get('code')}: {event.get('error', {}).get('message')}"
+        elif kind == "response.done":
+            detail = f" status={event.get('response', {}).get('status')}"
+        elif kind.startswith("rtkit."):
+            detail = " " + ", ".join(f"{k}={v}" for k, v in event.items() if k != "type")
+        self.lines.append(f"{self._stamp()}  {kind}{detail}")
+        self._render.request()
+
+    def visible_lines(self) -> list[str]:
+        needle = self._filter.value.strip()
+        return [
+            line
+            for line in self.lines
+            if (self._noisy.value or not any(n in line for n in NOISY)) and (not needle or needle in line)
+        ]
+
+    def _draw_log(self) -> None:
+        lines = self.visible_lines()[-80:]
+        self._log.value = "<pre style='margin:0;font-size:11px'>" + html.escape("\n".join(lines)) + "</pre>"

@@ -1,0 +1,131 @@
+"""The widgets driven through their Python API (what their buttons do), against the real emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from rtkit.audio.sources import PcmSource
+from rtkit.cache import TokenCache
+from rtkit.errors import UpstreamError
+from rtkit.lab import LabBackend, start_backend
+from rtkit.session import RealtimeSession, ReconnectPolicy
+from rtkit.widgets import ConnectionPanel, KeyPanel, LatencyPlot, LevelPlot, ScenarioPanel
+
+FAST = ReconnectPolicy(max_attempts=4, initial_delay=0.05, max_delay=0.3)
+
+
+@pytest.fixture
+async def backend(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LabBackend]:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    lab = await start_backend()
+    lab.issuer._wait._maximum = 0.6  # keep the retry waits of the 429 lesson short
+    yield lab
+    await lab.close()
+
+
+async def test_backend_defaults_to_the_emulator_without_an_api_key(backend: LabBackend) -> None:
+    assert backend.emulator is not None and not backend.real
+    assert "emulator" in backend.describe()
+
+
+async def test_key_panel_mints_shows_the_fingerprint_and_counts_down(backend: LabBackend) -> None:
+    panel = KeyPanel(backend.keys)
+    key = await panel.mint()
+    assert key.value.startswith("ek_")
+    assert key.fingerprint in panel._key.value and key.value not in panel._key.value
+    assert panel.countdown.startswith("expires in 9:5") or panel.countdown.startswith("expires in 10:00")
+    panel.close()
+
+
+async def test_key_panel_over_a_cache_reports_hits(backend: LabBackend) -> None:
+    cache = TokenCache(lambda session: backend.issuer.issue(session))
+    panel = KeyPanel(cache=cache)
+    first, second = await panel.mint(), await panel.mint()
+    assert first.value == second.value and panel.hit is True
+    assert "cache hit" in panel._key.value
+    panel.close()
+
+
+async def test_key_panel_shows_a_failure_in_plain_words(backend: LabBackend) -> None:
+    assert backend.emulator is not None
+    backend.emulator.faults.fail_next_mints(10, status=503, retry_after=0)
+    backend.issuer.max_attempts = 1
+    panel = KeyPanel(backend.keys)
+    with pytest.raises(UpstreamError):
+        await panel.mint()
+    assert "overloaded" in panel._status.value and "✖" in panel._status.value
+    panel.close()
+
+
+async def test_connection_panel_connects_logs_events_and_disconnects(backend: LabBackend) -> None:
+    session = RealtimeSession(backend.keys, base_url=backend.base_url)
+    panel = ConnectionPanel(session)
+    panel._transport.value = "webrtc"
+    await panel.connect()
+    assert panel.state == "connected" and "webrtc" in panel._status.value
+    assert "#2e7d32" in panel._light.value
+    session.send_text("hello panel")
+    await session.wait_for("response.done", timeout=10)
+    await panel.disconnect()
+    panel._filter.value = "response.done"
+    assert [line.split()[-2] for line in panel.visible_lines()] == ["response.done"]
+    assert [c.state for c in panel.states] == ["connecting", "connected", "disconnected"]
+    panel._filter.value = ""
+    assert not any("output_audio_transcript.delta" in line for line in panel.visible_lines())
+    panel._noisy.value = True
+    assert any("output_audio_transcript.delta" in line for line in panel.visible_lines())
+
+
+async def test_plots_keep_up_by_redrawing_on_a_timer(backend: LabBackend) -> None:
+    from rtkit.audio.pcm import tone
+
+    session = RealtimeSession(
+        backend.keys,
+        base_url=backend.base_url,
+        source=PcmSource(tone(1.5), 24_000, lead_seconds=0.2),
+        transport="webrtc",
+    )
+    levels = LevelPlot(session, fps=4)
+    latency = LatencyPlot(session.metrics)
+    started = time.monotonic()
+    async with session:
+        await session.wait_for("output_audio_buffer.stopped", timeout=15)
+        await asyncio.sleep(0.3)
+    elapsed = time.monotonic() - started
+    assert len(levels.inputs) > 50 and len(levels.outputs) > 50
+    # 50 level readings a second each way, but at most 4 redraws a second
+    assert 1 <= levels.redraws <= 4 * elapsed + 2
+    assert len(levels.inputs) + len(levels.outputs) >= 20 * levels.redraws
+    assert bytes(levels._image.value).startswith(b"\x89PNG")
+    assert latency.snapshot().axes[1].get_title().startswith("per turn")
+    assert len(session.metrics.turns) == 1
+
+
+@pytest.mark.parametrize("name", ["network_drop", "upstream_429", "upstream_500", "expire_key"])
+async def test_scenarios_that_recover(backend: LabBackend, name: str) -> None:
+    session = RealtimeSession(backend.keys, base_url=backend.base_url, transport="webrtc", reconnect=FAST)
+    panel = ScenarioPanel(session, backend)
+    async with session:
+        result = await panel.run(name)
+    assert result.recovered, result.summary()
+    if name != "expire_key":
+        assert result.states[:3] == ["disconnected", "connecting", "connected"]
+    else:
+        assert result.error_code == "token_expired"
+
+
+async def test_scenario_no_microphone_is_typed(backend: LabBackend) -> None:
+    result = await ScenarioPanel(RealtimeSession(backend.keys, base_url=backend.base_url), backend).run("mic_denied")
+    assert result.error_code == "microphone_unavailable" and result.recovered
+    assert "Hint:" in result.summary()
+
+
+async def test_scenario_webrtc_blocked_falls_back_to_websocket(backend: LabBackend) -> None:
+    panel = ScenarioPanel(RealtimeSession(backend.keys, base_url=backend.base_url), backend)
+    result = await panel.run("webrtc_unavailable")
+    assert result.recovered and "fell back to websocket" in result.summary()
+    assert backend.emulator is not None and not backend.emulator.faults.block_media
