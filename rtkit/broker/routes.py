@@ -11,7 +11,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from rtkit._ids import new_id
@@ -118,6 +118,10 @@ async def client_secret(request: Request) -> Response:
     except BrokerError as err:
         response = err.response(rid)
         record.status, record.outcome = err.status, err.code
+    except ClientDisconnect:
+        # The caller hung up mid-request: nobody to answer, nothing wrong with the broker (499, as nginx logs it).
+        response = Response(status_code=499)
+        record.status, record.outcome = 499, "client_disconnected"
     except Exception:
         log.exception("broker failed on request %s", rid)
         internal = BrokerError(500, "InternalError", "internal_error", "The broker failed unexpectedly.")

@@ -45,7 +45,7 @@ class ConnectionPanel(widgets.VBox):
         self._filter = widgets.Text(placeholder="filter events (e.g. response)", layout=widgets.Layout(width="260px"))
         self._noisy = widgets.Checkbox(value=show_noisy, description="show deltas", indent=False)
         self._log = widgets.HTML(
-            "", layout=widgets.Layout(max_height="220px", overflow_y="auto", border="1px solid #ddd")
+            "", layout=widgets.Layout(max_height="220px", overflow="auto", border="1px solid #ddd")
         )
         self._render = Throttle(self._draw_log, fps=4)
         self._connect.on_click(lambda _: spawn(self.connect(), self._status))

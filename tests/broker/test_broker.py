@@ -281,3 +281,25 @@ async def test_no_secret_in_any_log_line_or_response(
         assert TEST_KEY not in text and "sk-wrong-main-key-xyz" not in text
         delivered = r.json().get("ephemeralKey") if r.headers.get("content-type") == "application/json" else None
         assert not any(value in text for value in issued - {delivered})
+
+
+async def test_a_caller_hanging_up_mid_body_is_not_an_internal_error(broker: Broker, logs: LogCapture) -> None:
+    import asyncio
+    from urllib.parse import urlsplit
+
+    url = urlsplit(broker.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(
+        b"POST /api/client-secret HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + APP_TOKEN.encode() + b'\r\nContent-Length: 500\r\n\r\n{"sessionId"'
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()
+    for _ in range(50):
+        audits = [json.loads(line) for line in logs.lines if '"broker.request"' in line]
+        if audits:
+            break
+        await asyncio.sleep(0.05)
+    assert [a["outcome"] for a in audits] == ["client_disconnected"]
+    assert not any("failed on request" in line for line in logs.lines)
