@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # fixtures and the emulator's voice, Chromium for the real-browser tests, Redis for the multi-instance broker.
 APT_PACKAGES ?= libportaudio2 espeak-ng sox chromium redis-server
 
-.PHONY: setup system venv demo test lint format bench clean
+.PHONY: setup system venv demo test lint format bench clean notebooks lab
 
 setup: system venv
 
@@ -33,8 +33,17 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(PY) -m rtkit demo
 
+# The notebooks run against the emulator in tests, whatever OPENAI_API_KEY the caller has set.
 test: setup
-	$(PY) -m pytest
+	env -u OPENAI_API_KEY $(PY) -m pytest
+
+# Re-run every notebook and save it with its outputs (plots as images), as they are committed.
+notebooks: setup
+	env -u OPENAI_API_KEY $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=180 notebooks/*.ipynb
+
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 lint: venv
 	$(VENV)/bin/ruff check rtkit tests benchmarks examples

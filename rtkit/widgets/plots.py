@@ -2,8 +2,8 @@
 
 Level readings arrive 50 times a second in each direction; they only go into ring buffers. Drawing
 happens on a timer (a few frames a second) into a PNG shown by an ``Image`` widget, so the kernel never
-spends more than a small, fixed share of its time on plots. ``snapshot()`` returns a matplotlib figure
-for a static copy that survives in the saved notebook.
+spends more than a small, fixed share of its time on plots. ``snapshot()`` returns a PNG image for a static
+copy that survives in the saved notebook (``figure()`` gives the matplotlib figure itself).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import time
 from collections import deque
 
 import ipywidgets as widgets
-import matplotlib
+from IPython.display import Image
 
-matplotlib.use("Agg")  # the widgets render PNGs themselves; no GUI backend is needed or wanted
-import matplotlib.pyplot as plt
+# Figures are built without pyplot: no global backend is touched (the notebook's inline backend stays as it
+# is) and nothing piles up in pyplot's figure registry; Figure.savefig renders with Agg on its own.
 from matplotlib.figure import Figure
 
 from rtkit.audio.meter import Level
@@ -57,7 +57,8 @@ class LevelPlot(widgets.VBox):
         self._throttle.request()
 
     def figure(self) -> Figure:
-        fig, ax = plt.subplots(figsize=(8, 2.6))
+        fig = Figure(figsize=(8, 2.6))
+        ax = fig.subplots()
         now = time.monotonic()
         for series, label, colour in (
             (self.inputs, "input (microphone)", "#1565c0"),
@@ -77,14 +78,12 @@ class LevelPlot(widgets.VBox):
         return fig
 
     def _draw(self) -> None:
-        fig = self.figure()
-        self._image.value = _png(fig)
-        plt.close(fig)
+        self._image.value = _png(self.figure())
         self.redraws += 1
 
-    def snapshot(self) -> Figure:
-        """A static copy of the plot now (display it to keep it in the saved notebook)."""
-        return self.figure()
+    def snapshot(self) -> Image:
+        """A static PNG of the plot now: display it and it stays in the saved notebook."""
+        return Image(_png(self.figure()))
 
 
 _STEPS = (
@@ -117,7 +116,8 @@ class LatencyPlot(widgets.VBox):
         self._throttle.request()
 
     def figure(self) -> Figure:
-        fig, (connect_ax, turn_ax, hist_ax) = plt.subplots(1, 3, figsize=(11, 2.8))
+        fig = Figure(figsize=(11, 2.8))
+        connect_ax, turn_ax, hist_ax = fig.subplots(1, 3)
         last = next((c for c in reversed(self.metrics.connects) if c.ok), None)
         if last is not None:
             labels = [label for attr, label in _CONNECT if getattr(last, attr) is not None]
@@ -140,9 +140,8 @@ class LatencyPlot(widgets.VBox):
         return fig
 
     def _draw(self) -> None:
-        fig = self.figure()
-        self._image.value = _png(fig)
-        plt.close(fig)
+        self._image.value = _png(self.figure())
 
-    def snapshot(self) -> Figure:
-        return self.figure()
+    def snapshot(self) -> Image:
+        """A static PNG of the plot now: display it and it stays in the saved notebook."""
+        return Image(_png(self.figure()))

@@ -288,7 +288,7 @@ async def test_a_caller_hanging_up_mid_body_is_not_an_internal_error(broker: Bro
     from urllib.parse import urlsplit
 
     url = urlsplit(broker.url)
-    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    _reader, writer = await asyncio.open_connection(url.hostname, url.port)
     writer.write(
         b"POST /api/client-secret HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Authorization: Bearer " + APP_TOKEN.encode() + b'\r\nContent-Length: 500\r\n\r\n{"sessionId"'

@@ -101,7 +101,8 @@ async def test_plots_keep_up_by_redrawing_on_a_timer(backend: LabBackend) -> Non
     assert 1 <= levels.redraws <= 4 * elapsed + 2
     assert len(levels.inputs) + len(levels.outputs) >= 20 * levels.redraws
     assert bytes(levels._image.value).startswith(b"\x89PNG")
-    assert latency.snapshot().axes[1].get_title().startswith("per turn")
+    assert latency.figure().axes[1].get_title().startswith("per turn")
+    assert latency.snapshot().data.startswith(b"\x89PNG")
     assert len(session.metrics.turns) == 1
 
 
