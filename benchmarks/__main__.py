@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes the capacity benchmark's callers are spread over (default 2)",
     )
     parser.add_argument(
+        "--emulator-workers",
+        type=int,
+        default=0,
+        metavar="W",
+        help="run the capacity benchmark's emulator with W worker processes for its calls (default 0)",
+    )
+    parser.add_argument(
         "--only",
         nargs="+",
         choices=list(BENCHMARKS),
@@ -76,7 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     window = args.window if args.window is not None else (4.0 if args.quick else 8.0)
     calls, procs = max(1, args.calls), max(1, args.caller_procs)
-    opts = Options(quick=args.quick, calls=calls, window=max(1.0, window), caller_procs=procs)
+    opts = Options(
+        quick=args.quick,
+        calls=calls,
+        window=max(1.0, window),
+        caller_procs=procs,
+        emulator_workers=max(0, args.emulator_workers),
+    )
     logging.basicConfig(level=logging.ERROR)
     started = time.perf_counter()
     print("running benchmarks…", flush=True)

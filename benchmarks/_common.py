@@ -28,6 +28,7 @@ class Options:
     calls: int = 30
     window: float = 8.0
     caller_procs: int = 2
+    emulator_workers: int = 0
 
 
 @dataclass

@@ -76,6 +76,8 @@ class EmulatorProcess:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+        if self.proc.stdout is not None:
+            await self.proc.stdout.read()  # drain to EOF so the pipe transport closes inside the loop
         self.stderr.close()
 
 
@@ -85,7 +87,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def start_emulator(timeout: float = 30.0) -> EmulatorProcess:
+async def start_emulator(timeout: float = 30.0, workers: int = 0) -> EmulatorProcess:
     """Start ``python -m rtkit emulator`` and read its base URL and admin token from stdout."""
     stderr = tempfile.TemporaryFile()
     proc = await asyncio.create_subprocess_exec(
@@ -97,6 +99,8 @@ async def start_emulator(timeout: float = 30.0) -> EmulatorProcess:
         str(_free_port()),
         "--log-level",
         "warning",
+        "--workers",
+        str(workers),
         stdout=asyncio.subprocess.PIPE,
         stderr=stderr,
     )
@@ -178,16 +182,18 @@ class CpuMeter:
     """CPU of the emulator, of all caller workers together, and of the whole machine, since ``start()``."""
 
     def __init__(self, emu: EmulatorProcess, workers: Sequence[BaseProcess]) -> None:
-        self.emulator = emu.ps
+        # The emulator and, with --emulator-workers, its worker processes: their CPU adds up.
+        self.emulators = [emu.ps, *emu.ps.children(recursive=True)]
         self.callers = [psutil.Process(w.pid) for w in workers if w.pid is not None]
 
     def start(self) -> None:
-        for p in (self.emulator, *self.callers):
+        for p in (*self.emulators, *self.callers):
             p.cpu_percent(None)
         psutil.cpu_percent(None)
 
     def read(self, step: Step) -> None:
-        step.emulator_cpu, step.machine_cpu = self.emulator.cpu_percent(None), psutil.cpu_percent(None)
+        step.emulator_cpu = sum(p.cpu_percent(None) for p in self.emulators)
+        step.machine_cpu = psutil.cpu_percent(None)
         step.caller_cpu = sum(p.cpu_percent(None) for p in self.callers)
 
 
@@ -249,7 +255,7 @@ def levels(opts: Options) -> list[int]:
 
 
 async def run(opts: Options) -> Report:
-    emu = await start_emulator()
+    emu = await start_emulator(workers=opts.emulator_workers)
     steps: list[Step] = []
     try:
         for n in levels(opts):
@@ -334,6 +340,7 @@ def _report(steps: list[Step], opts: Options) -> Report:
     extra = " ".join(
         ([f"--calls {opts.calls}"] if opts.calls != 30 else [])
         + ([f"--caller-procs {opts.caller_procs}"] if opts.caller_procs != 2 else [])
+        + ([f"--emulator-workers {opts.emulator_workers}"] if opts.emulator_workers else [])
     )
     details = [
         f"Capacity detail (emulator in its own process; {psutil.cpu_count()} CPUs; process CPU % is of one "

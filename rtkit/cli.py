@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     emu.add_argument("--responder", choices=["echo", "tone"], default="echo")
     emu.add_argument("--generation-speed", type=float, default=2.0)
     emu.add_argument("--max-session-seconds", type=float, default=3600.0)
+    emu.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="carry WebRTC calls in N worker processes (one holds ~10 calls; use the cores)",
+    )
     faults = emu.add_argument_group("fault injection")
     faults.add_argument("--fail-mints", type=int, default=0, metavar="N", help="fail the next N client_secrets")
     faults.add_argument("--fail-status", type=int, choices=[429, 500, 502, 503], default=429)
@@ -88,6 +95,7 @@ async def _serve(args: argparse.Namespace) -> None:
         "responder": args.responder,
         "generation_speed": args.generation_speed,
         "max_session_seconds": args.max_session_seconds,
+        "workers": args.workers,
     }
     if args.api_key:
         settings["api_key"] = args.api_key

@@ -59,9 +59,11 @@ async def faults(request: Request, emu: Emulator) -> Response:
 
 @_guarded
 async def list_calls(request: Request, emu: Emulator) -> Response:
+    pooled = await emu.pool.refresh() if emu.pool is not None else []
     return JSONResponse(
         {
-            "calls": [
+            "calls": pooled
+            + [
                 {"id": c.call_id, "state": c.state, "session_id": c.engine.session.id, "created": c.created}
                 for c in emu.calls.values()
             ]
@@ -78,7 +80,9 @@ class _Drop(BaseModel):
 async def drop_call(request: Request, emu: Emulator) -> Response:
     body = await _parse(request, _Drop)
     call_id = request.path_params["call_id"]
-    if call_id not in emu.calls:
+    if emu.pool is not None:
+        await emu.pool.refresh()
+    if call_id not in emu.calls and not (emu.pool is not None and emu.pool.owns(call_id)):
         raise ApiError(f"Call '{call_id}' not found.", status=404, code="call_not_found")
     await emu.drop_call(call_id, silent=body.silent)
     return JSONResponse({"dropped": call_id})

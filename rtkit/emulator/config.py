@@ -29,5 +29,8 @@ class EmulatorConfig(BaseSettings):
     #: Browser origins allowed to POST ``/v1/realtime/calls`` directly (CORS), as the real API allows;
     #: nothing else of the emulator is opened to other origins. ``*`` allows any.
     cors_origins: list[str] = Field(default_factory=list)
+    #: Worker processes carrying the WebRTC calls (0: calls run in this process). One process holds about
+    #: ten calls at 50 frames/s each way; workers let the emulator use every core.
+    workers: int = Field(0, ge=0, le=64)
     #: ICE candidates on 127.0.0.1 only. Default: on when ``host`` is a loopback address.
     loopback_ice: bool | None = None

@@ -151,6 +151,17 @@ async def create_call(request: Request) -> Response:
     sdp, override = await _read_offer(request)
     _check_sdp(sdp)
     session = _session_for(emu, caller, override)
+    if emu.pool is not None:
+        call_id, answer = await emu.pool.create_call(sdp, _session_config(session))
+        if emu.faults.block_media:
+            await emu.pool.drop(call_id, silent=True)
+        elif emu.faults.drop_calls_after is not None:
+            asyncio.get_running_loop().call_later(
+                emu.faults.drop_calls_after, lambda: emu._background(emu.drop_call(call_id))
+            )
+        return Response(
+            answer, status_code=201, media_type="application/sdp", headers={"Location": f"/v1/realtime/calls/{call_id}"}
+        )
     call = emu.new_call(session)
     try:
         answer = await call.answer(sdp)
@@ -171,6 +182,9 @@ async def create_call(request: Request) -> Response:
 async def hangup_call(request: Request) -> Response:
     emu = _emulator(request)
     emu.keys.authenticate(bearer(request.headers.get("authorization")))
+    if emu.pool is not None and emu.pool.owns(request.path_params["call_id"]):
+        await emu.pool.hangup(request.path_params["call_id"])
+        return Response(status_code=200)
     call = emu.calls.get(request.path_params["call_id"])
     if call is None:
         raise ApiError(f"Call '{request.path_params['call_id']}' not found.", status=404, code="call_not_found")

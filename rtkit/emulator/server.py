@@ -22,6 +22,7 @@ from rtkit.emulator.keys import KeyStore
 from rtkit.emulator.responders import RESPONDERS, Responder
 from rtkit.emulator.sessions import SessionState
 from rtkit.emulator.webrtc import ModelAudioTrack, RtcCall
+from rtkit.emulator.workers import WorkerPool
 
 log = logging.getLogger("rtkit.emulator")
 
@@ -51,9 +52,10 @@ class Emulator:
         self.app = build_app(self)
         self.asgi = CallsCors(self.app, self.config.cors_origins) if self.config.cors_origins else self.app
         self._server = LoopServer(self.asgi, self.config.host, self.config.port, what="emulator")
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         loopback = self.config.loopback_ice
         self.loopback_ice = is_loopback_host(self.config.host) if loopback is None else loopback
+        self.pool = WorkerPool(self.config.workers, self.config, self.admin_token) if self.config.workers else None
 
     # -- addresses ------------------------------------------------------------------------
     @property
@@ -78,6 +80,8 @@ class Emulator:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> Emulator:
+        if self.pool is not None:
+            await self.pool.start()
         await self._server.start()
         log.info("emulator listening on %s", self.origin)
         return self
@@ -86,6 +90,8 @@ class Emulator:
         for call in list(self.calls.values()):
             await call.close()
         await self._server.stop()
+        if self.pool is not None:
+            await self.pool.stop()
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -150,13 +156,19 @@ class Emulator:
             asyncio.get_running_loop().call_later(self.faults.drop_calls_after, lambda: self._background(call.drop()))
         return call
 
-    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def drop_call(self, call_id: str | None = None, *, silent: bool = False) -> int:
         """Drop one live call (or all of them) as a network failure would; returns how many."""
+        if self.pool is not None:
+            await self.pool.refresh()
+            ids = [call_id] if call_id else list(self.pool.calls)
+            for pooled in ids:
+                await self.pool.drop(pooled, silent=silent)
+            return len(ids)
         targets = [self.calls[call_id]] if call_id else list(self.calls.values())
         for call in targets:
             await call.drop(silent=silent)

@@ -318,3 +318,30 @@ async def test_cors_opens_calls_to_allowed_origins_only() -> None:
     assert posted.status_code == 201
     assert posted.headers["access-control-allow-origin"] == page
     assert "location" in posted.headers["access-control-expose-headers"].lower()
+
+
+async def test_worker_processes_carry_calls_end_to_end(speech: PCM) -> None:
+    """With workers, /calls is answered by a worker process; media, events, hangup and drop all work."""
+    async with Emulator(api_key=TEST_KEY, workers=2) as emu, httpx.AsyncClient() as http:
+        first = await open_call(emu.base_url, await mint(emu), audio=speech, lead_seconds=0.3)
+        second = await open_call(emu.base_url, TEST_KEY)
+        assert emu.pool is not None
+        workers = emu.pool.calls
+        assert set(workers) == {first.call_id, second.call_id} and len(set(workers.values())) == 2
+        await first.wait_for("output_audio_buffer.stopped", timeout=30)
+        kinds = [e["type"] for _, e in first.events]
+        assert kinds.index("input_audio_buffer.speech_stopped") < kinds.index("response.done")
+        listed = await http.get(f"{emu.origin}/_rtkit/calls", headers={"X-Rtkit-Admin-Token": emu.admin_token})
+        assert {c["id"] for c in listed.json()["calls"]} == {first.call_id, second.call_id}
+        hung = await http.post(f"{emu.base_url}/realtime/calls/{first.call_id}/hangup",
+                               headers={"Authorization": f"Bearer {TEST_KEY}"})
+        assert hung.status_code == 200
+        assert await emu.drop_call(second.call_id) == 1
+        for call in (first, second):
+            assert call.pc is not None
+            for _ in range(100):
+                if call.pc.connectionState in ("closed", "failed"):
+                    break
+                await asyncio.sleep(0.05)
+            assert call.pc.connectionState in ("closed", "failed")
+            await call.close()

@@ -1,0 +1,156 @@
+"""Worker processes for WebRTC calls, so that one emulator can use every core.
+
+Each call costs Opus encoding, decoding, SRTP and DTLS on the event loop's thread; one Python process
+tops out at about ten calls at 50 frames/s each way (see the benchmarks). With ``workers=N`` the main
+process keeps everything cheap (keys, WebSocket sessions, the admin routes) and hands each
+``POST /v1/realtime/calls`` to the least busy of N worker processes. A worker is a complete emulator
+of its own on a private loopback port: the main process forwards the offer with the main key and the
+caller's session config (the SDK's multipart form), and returns the worker's answer. Media then flows
+straight between the client and the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import multiprocessing.connection
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from rtkit.emulator.config import EmulatorConfig
+from rtkit.emulator.errors import ApiError
+
+_ADMIN = "X-Rtkit-Admin-Token"
+
+
+def _worker_main(settings: dict[str, Any], conn: multiprocessing.connection.Connection) -> None:
+    """Entry point of a worker process: serve an emulator on a free loopback port until terminated."""
+    from rtkit.emulator.server import Emulator
+
+    async def serve() -> None:
+        emulator = Emulator(EmulatorConfig(**settings))
+        await emulator.start()
+        conn.send(emulator.port)
+        await emulator._server.wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    url: str
+    calls: set[str] = field(default_factory=set)
+
+
+class WorkerPool:
+    """N emulator processes that carry the WebRTC calls of one public emulator."""
+
+    def __init__(self, count: int, config: EmulatorConfig, admin_token: str) -> None:
+        self.count = count
+        self._settings = {
+            "host": "127.0.0.1",
+            "port": 0,
+            "api_key": config.api_key.get_secret_value(),
+            "admin_token": admin_token,
+            "responder": config.responder,
+            "default_model": config.default_model,
+            "generation_speed": config.generation_speed,
+            "max_session_seconds": config.max_session_seconds,
+            # Media sockets follow the public emulator's choice: loopback in class on one machine, every
+            # interface when it serves a LAN.
+            "loopback_ice": config.loopback_ice if config.loopback_ice is not None else _loopback(config.host),
+        }
+        self._api_key = config.api_key.get_secret_value()
+        self._admin = admin_token
+        self._workers: list[_Worker] = []
+        self._owner: dict[str, _Worker] = {}
+        self._http = httpx.AsyncClient(timeout=30.0)
+
+    async def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        pending = []
+        for _ in range(self.count):
+            parent, child = context.Pipe(duplex=False)
+            process = context.Process(target=_worker_main, args=(self._settings, child), daemon=True)
+            process.start()
+            pending.append((process, parent))
+        for process, parent in pending:
+            if not await asyncio.to_thread(parent.poll, 60):
+                raise RuntimeError("an emulator worker did not start within 60 s")
+            port = parent.recv()
+            self._workers.append(_Worker(process, f"http://127.0.0.1:{port}"))
+
+    async def stop(self) -> None:
+        await self._http.aclose()
+        for worker in self._workers:
+            worker.process.terminate()
+        for worker in self._workers:
+            await asyncio.to_thread(worker.process.join, 10)
+        self._workers.clear()
+
+    def owns(self, call_id: str) -> bool:
+        return call_id in self._owner
+
+    @property
+    def calls(self) -> dict[str, str]:
+        """Live call id → the worker URL carrying it."""
+        return {call_id: worker.url for call_id, worker in self._owner.items()}
+
+    async def create_call(self, sdp: str, session: dict[str, Any]) -> tuple[str, str]:
+        """Forward an offer; returns (call id, SDP answer)."""
+        worker = min(self._workers, key=lambda w: len(w.calls))
+        response = await self._http.post(
+            f"{worker.url}/v1/realtime/calls",
+            headers={"Authorization": f"Bearer {self._api_key}"},
+            files={"sdp": (None, sdp, "application/sdp"), "session": (None, json.dumps(session), "application/json")},
+        )
+        if response.status_code != 201:
+            body = response.json().get("error", {})
+            raise ApiError(
+                body.get("message", "The call could not be created."),
+                status=response.status_code,
+                type=body.get("type", "invalid_request_error"),
+                code=body.get("code"),
+                param=body.get("param"),
+            )
+        call_id = response.headers["location"].rsplit("/", 1)[-1]
+        worker.calls.add(call_id)
+        self._owner[call_id] = worker
+        return call_id, response.text
+
+    async def hangup(self, call_id: str) -> None:
+        worker = self._owner.pop(call_id)
+        worker.calls.discard(call_id)
+        await self._http.post(
+            f"{worker.url}/v1/realtime/calls/{call_id}/hangup", headers={"Authorization": f"Bearer {self._api_key}"}
+        )
+
+    async def drop(self, call_id: str, *, silent: bool = False) -> None:
+        worker = self._owner.pop(call_id)
+        worker.calls.discard(call_id)
+        await self._http.post(
+            f"{worker.url}/_rtkit/calls/{call_id}/drop", json={"silent": silent}, headers={_ADMIN: self._admin}
+        )
+
+    async def refresh(self) -> list[dict[str, Any]]:
+        """Ask every worker which calls are still live (peers hang up on their own) and forget the others."""
+        live: list[dict[str, Any]] = []
+        for worker in self._workers:
+            response = await self._http.get(f"{worker.url}/_rtkit/calls", headers={_ADMIN: self._admin})
+            calls = response.json()["calls"]
+            worker.calls = {c["id"] for c in calls}
+            live.extend({**c, "worker": worker.url} for c in calls)
+        self._owner = {c: w for w in self._workers for c in w.calls}
+        return live
+
+
+def _loopback(host: str) -> bool:
+    from rtkit._ice import is_loopback_host
+
+    return is_loopback_host(host)
