@@ -91,3 +91,32 @@ def open_error(err: Exception, kind: Kind, name: str, sample_rate: int) -> Audio
         )
     first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
     return _unavailable(kind)(f"The {noun} {name!r} could not be opened: {first_line}.", hint=_LISTING)
+
+
+def open_stream(
+    kind: Kind, device: int | str | None, sample_rate: int, callback: Any, blocksize: int = 0
+) -> tuple[Any, str]:
+    """Open and start a mono int16 stream on the device; returns it with the device's name.
+
+    Every failure (no PortAudio, no such device, busy, unsupported rate) is a typed rtkit error.
+    """
+    sd = load_sounddevice(kind)
+    info = find_device(sd, device, kind)
+    name = str(info["name"])
+    stream_class = sd.InputStream if kind == "input" else sd.OutputStream
+    stream = None
+    try:
+        stream = stream_class(
+            device=info["index"],
+            samplerate=sample_rate,
+            blocksize=blocksize,
+            channels=1,
+            dtype="int16",
+            callback=callback,
+        )
+        stream.start()
+    except (sd.PortAudioError, ValueError) as err:
+        if stream is not None:
+            stream.close(ignore_errors=True)
+        raise open_error(err, kind, name, sample_rate) from err
+    return stream, name

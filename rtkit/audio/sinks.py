@@ -196,23 +196,7 @@ class SpeakerSink:
             self._stream = await asyncio.to_thread(self._open)
 
     def _open(self) -> Any:
-        sd = _portaudio.load_sounddevice("output")
-        info = _portaudio.find_device(sd, self.device, "output")
-        self.device_name = str(info["name"])
-        stream = None
-        try:
-            stream = sd.OutputStream(
-                device=info["index"],
-                samplerate=self.sample_rate,
-                channels=1,
-                dtype="int16",
-                callback=self._on_playback,
-            )
-            stream.start()
-        except (sd.PortAudioError, ValueError) as err:
-            if stream is not None:
-                stream.close(ignore_errors=True)
-            raise _portaudio.open_error(err, "output", self.device_name, self.sample_rate) from err
+        stream, self.device_name = _portaudio.open_stream("output", self.device, self.sample_rate, self._on_playback)
         return stream
 
     def _on_playback(self, outdata: Any, frames: int, time: Any, status: Any) -> None:

@@ -328,25 +328,10 @@ class MicrophoneSource:
             self._stream = await asyncio.to_thread(self._open)
 
     def _open(self) -> Any:
-        sd = _portaudio.load_sounddevice("input")
-        info = _portaudio.find_device(sd, self.device, "input")
-        self.device_name = str(info["name"])
-        stream = None
-        try:
-            # PortAudio guarantees every callback gets exactly ``blocksize`` frames, so one callback is one frame.
-            stream = sd.InputStream(
-                device=info["index"],
-                samplerate=self.sample_rate,
-                blocksize=self._frame,
-                channels=1,
-                dtype="int16",
-                callback=self._on_audio,
-            )
-            stream.start()
-        except (sd.PortAudioError, ValueError) as err:
-            if stream is not None:
-                stream.close(ignore_errors=True)
-            raise _portaudio.open_error(err, "input", self.device_name, self.sample_rate) from err
+        # PortAudio guarantees every callback gets exactly ``blocksize`` frames, so one callback is one frame.
+        stream, self.device_name = _portaudio.open_stream(
+            "input", self.device, self.sample_rate, self._on_audio, blocksize=self._frame
+        )
         return stream
 
     def _on_audio(self, indata: Any, frames: int, time: Any, status: Any) -> None:
