@@ -43,6 +43,11 @@ def check_origin(request: Request, allowed: list[str]) -> None:
     origin = request.headers.get("origin")
     if origin is None or "*" in allowed or origin in allowed:
         return
+    # The broker's own page (GET /) is same-origin, and browsers send Origin on its POSTs too. A page cannot
+    # forge Origin, so one equal to the address it reached us at is ours. (Behind a TLS-terminating proxy the
+    # scheme differs; list the public origin in allowed_origins there.)
+    if origin == f"{request.url.scheme}://{request.url.netloc}":
+        return
     raise BrokerError(
         403, "Forbidden", "origin_not_allowed", f"Requests from origin {origin} are not allowed by this broker."
     )

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rtkit._serve import LoopServer
-from rtkit.broker import routes
+from rtkit.broker import page, routes
 from rtkit.broker.auth import Authenticator
 from rtkit.broker.config import BrokerSettings
 from rtkit.broker.errors import BrokerError
@@ -91,6 +91,7 @@ def build_app(state: BrokerState) -> Starlette:
             Route("/healthz", routes.healthz),
             Route("/readyz", routes.readyz),
             Route("/metrics", routes.metrics),
+            *page.routes(),
         ],
         middleware=[
             Middleware(

@@ -46,7 +46,7 @@ class CallsCors:
             allow_origins=origins,
             allow_methods=["POST"],
             allow_headers=["*"],
-            expose_headers=["Location"],
+            expose_headers=["Location", "Retry-After"],
             max_age=600,
         )
 

@@ -303,3 +303,8 @@ async def test_a_caller_hanging_up_mid_body_is_not_an_internal_error(broker: Bro
         await asyncio.sleep(0.05)
     assert [a["outcome"] for a in audits] == ["client_disconnected"]
     assert not any("failed on request" in line for line in logs.lines)
+
+
+async def test_the_brokers_own_page_is_same_origin_and_allowed(broker: Broker, http: httpx.AsyncClient) -> None:
+    own = await ask(http, broker, headers=auth(Origin=broker.url))
+    assert own.status_code == 200
