@@ -333,8 +333,9 @@ async def test_worker_processes_carry_calls_end_to_end(speech: PCM) -> None:
         assert kinds.index("input_audio_buffer.speech_stopped") < kinds.index("response.done")
         listed = await http.get(f"{emu.origin}/_rtkit/calls", headers={"X-Rtkit-Admin-Token": emu.admin_token})
         assert {c["id"] for c in listed.json()["calls"]} == {first.call_id, second.call_id}
-        hung = await http.post(f"{emu.base_url}/realtime/calls/{first.call_id}/hangup",
-                               headers={"Authorization": f"Bearer {TEST_KEY}"})
+        hung = await http.post(
+            f"{emu.base_url}/realtime/calls/{first.call_id}/hangup", headers={"Authorization": f"Bearer {TEST_KEY}"}
+        )
         assert hung.status_code == 200
         assert await emu.drop_call(second.call_id) == 1
         for call in (first, second):
