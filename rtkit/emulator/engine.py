@@ -294,14 +294,12 @@ class Engine:
         self.emit("input_audio_buffer.cleared")
 
     def _commit(self, item_id: str, upto_ms: int | None) -> None:
-        pcm = self._take_input()
-        if upto_ms is not None:
-            pcm = pcm[: max(0, (upto_ms - self._input_start_ms) * _SAMPLES_PER_MS)]
-        rest_start = self._input_start_ms + _ms(pcm.size)
-        rest = self._take_input()[pcm.size :]
+        buffered = self._take_input()
+        cut = buffered.size if upto_ms is None else max(0, (upto_ms - self._input_start_ms) * _SAMPLES_PER_MS)
+        pcm, rest = buffered[:cut], buffered[cut:]
         self._input = [rest] if rest.size else []
         self._input_samples = rest.size
-        self._input_start_ms = rest_start
+        self._input_start_ms += _ms(pcm.size)
         previous = self._last_item_id()
         self.emit("input_audio_buffer.committed", item_id=item_id, previous_item_id=previous)
         item: dict[str, Any] = {
