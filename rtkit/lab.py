@@ -28,8 +28,8 @@ class LabBackend:
 
     def describe(self) -> str:
         if self.real:
-            return f"Talking to the real Realtime API at {self.base_url} (OPENAI_API_KEY is set)."
-        return f"Talking to the local emulator at {self.base_url} (no API key needed, nothing leaves this machine)."
+            return f"Real Realtime API at {self.base_url} (OPENAI_API_KEY is set)."
+        return f"Local emulator at {self.base_url}: no API key needed, nothing leaves this machine."
 
     async def close(self) -> None:
         await self.issuer.aclose()

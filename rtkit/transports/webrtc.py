@@ -118,6 +118,8 @@ class WebRTCTransport(Transport):
         channel = self._channel = pc.createDataChannel("oai-events")
         opened = asyncio.get_running_loop().create_future()
         connected = asyncio.get_running_loop().create_future()
+        # If connecting fails earlier (a refused POST), nobody awaits this future; mark its exception seen.
+        connected.add_done_callback(lambda f: f.cancelled() or f.exception())
 
         @channel.on("open")
         def _open() -> None:

@@ -52,6 +52,7 @@ class ConnectionPanel(widgets.VBox):
         self._disconnect.on_click(lambda _: spawn(self.disconnect(), self._status))
         self._filter.observe(lambda _: self._render.request(), "value")
         self._noisy.observe(lambda _: self._render.request(), "value")
+        self._buttons(session.state)
         session.states.on(self._on_state)
         session.events.on(self._on_event)
         super().__init__(
@@ -92,6 +93,9 @@ class ConnectionPanel(widgets.VBox):
         self._light.value = light(change.state)
         if change.error is not None and change.state in ("disconnected", "failed"):
             self._status.value = error_html(change.error)
+        elif change.state == "disconnected":
+            self._status.value = "closed"
+        self._buttons(change.state)
         self.lines.append(f"{self._stamp()}  ● {change.state}" + (f" — {change.reason}" if change.reason else ""))
         self._render.request()
 
@@ -115,6 +119,13 @@ class ConnectionPanel(widgets.VBox):
             if (self._noisy.value or not any(n in line for n in NOISY)) and (not needle or needle in line)
         ]
 
+    def _buttons(self, state: str) -> None:
+        self._connect.disabled = state in ("connecting", "connected")
+        self._disconnect.disabled = state == "disconnected"
+        self._transport.disabled = self._connect.disabled
+
     def _draw_log(self) -> None:
-        lines = self.visible_lines()[-80:]
+        # Newest first: an HTML box cannot be scrolled to its end from the kernel, and the latest event is
+        # the one a reader is looking for.
+        lines = self.visible_lines()[-80:][::-1]
         self._log.value = "<pre style='margin:0;font-size:11px'>" + html.escape("\n".join(lines)) + "</pre>"

@@ -78,10 +78,10 @@ class KeyPanel(widgets.VBox):
             return
         left = self.key.expires_in()
         if left <= 0:
-            self._countdown.value = "<span style='color:#c62828'>expired</span>"
+            self._countdown.value = "· <span style='color:#c62828'>expired</span>"
         else:
             minutes, seconds = divmod(int(left), 60)
-            self._countdown.value = f"expires in {minutes}:{seconds:02d}"
+            self._countdown.value = f"· expires in {minutes}:{seconds:02d}"
 
     @property
     def countdown(self) -> str:
