@@ -12,7 +12,6 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,37 +20,16 @@ import pytest
 from rtkit.broker import Broker, BrokerSettings
 from rtkit.emulator import Emulator
 from rtkit.emulator.keys import ClientSecret
+from tests.chromium import ALLOW_MICROPHONE, ARTIFACTS, CHROMIUM, WEBRTC_ARGS, require_chromium
 from tests.conftest import TEST_KEY, assert_valid_server_events
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-try:
-    from playwright.async_api import Browser, Page, Response, async_playwright
-    from playwright.async_api import TimeoutError as PlaywrightTimeout
-except ImportError:
-    pytest.skip(
-        "needs playwright (pip install -e '.[dev]'; the browser is Debian's, never downloaded)", allow_module_level=True
-    )
+require_chromium()
+from playwright.async_api import Browser, Page, Response, async_playwright  # noqa: E402
+from playwright.async_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-]
-#: Grants the microphone without a prompt. Without it, headless Chromium answers the prompt "deny".
-ALLOW_MICROPHONE = "--use-fake-ui-for-media-stream"
+CHROMIUM_ARGS = WEBRTC_ARGS
 #: Chromium's fake microphone beeps every 500 ms; the page's flag shortens turn detection's silence to fit.
 BEEPS = "?silenceMs=200"
 TURN_HEARD = """() => {

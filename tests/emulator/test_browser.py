@@ -23,37 +23,17 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from rtkit.emulator import Emulator
+from tests.chromium import ALLOW_MICROPHONE, ARTIFACTS, CHROMIUM, WEBRTC_ARGS, require_chromium
 from tests.conftest import TEST_KEY
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-try:
-    from playwright.async_api import Browser, Page, async_playwright
-    from playwright.async_api import TimeoutError as PlaywrightTimeout
-except ImportError:
-    pytest.skip(
-        "needs playwright (pip install -e '.[dev]'; the browser is Debian's, never downloaded)", allow_module_level=True
-    )
+require_chromium()
+from playwright.async_api import Browser, Page, async_playwright  # noqa: E402
+from playwright.async_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
 PAGE = Path(__file__).with_name("browser_call.html")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-]
+CHROMIUM_ARGS = [*WEBRTC_ARGS, ALLOW_MICROPHONE]
 #: Chromium's fake microphone beeps for ~130 ms every 500 ms. Its ~370 ms gaps never add up to the
 #: default 500 ms of silence, and each beep would barge in on the reply to the one before, so the
 #: page tunes turn detection over the data channel as an app would.

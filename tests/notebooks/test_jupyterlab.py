@@ -32,18 +32,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.chromium import ARTIFACTS, BASE_ARGS, CHROMIUM, require_chromium
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 JUPYTER = Path(sys.executable).with_name("jupyter")
-if not CHROMIUM.exists():
-    pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-try:
-    from playwright.async_api import Browser, Locator, Page, async_playwright, expect
-except ImportError:
-    pytest.skip(
-        "needs playwright (pip install -e '.[dev]'; the browser is Debian's, never downloaded)", allow_module_level=True
-    )
+require_chromium()
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect  # noqa: E402
+
 try:
     import jupyterlab  # noqa: F401
     import jupyterlab_widgets  # noqa: F401
@@ -55,17 +51,8 @@ if not JUPYTER.exists():
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 NOTEBOOK = "01_quickstart.ipynb"
-ARTIFACTS = REPO / "artifacts"
 SCREENSHOT = ARTIFACTS / "jupyterlab_quickstart.png"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_ARGS = BASE_ARGS
 #: Tall enough that the whole lesson fits: JupyterLab scrolls inside its own panel, so a "full page"
 #: screenshot is only ever the viewport, and off-screen cells are skipped by content-visibility.
 VIEWPORT = {"width": 1280, "height": 2200}
