@@ -79,7 +79,8 @@ async def test_a_spoken_turn_end_to_end(emulator: Emulator, issuer: TokenIssuer,
     assert connect.ok and connect.transport == transport and connect.session_created_ms is not None
     (turn,) = session.metrics.turns
     assert turn.status == "completed"
-    assert 0 < turn.speech_stopped_ms < turn.response_created_ms < turn.first_audio_ms < turn.reply_end_ms
+    # speech_stopped and response.created can arrive in one read of the socket: equal times are fine
+    assert 0 < turn.speech_stopped_ms <= turn.response_created_ms < turn.first_audio_ms < turn.reply_end_ms
     assert turn.reply_seconds == pytest.approx(spoken, rel=0.3)  # the echo of what was said
     rows = session.metrics.to_records()
     assert [r["kind"] for r in rows] == ["connect", "turn"]
