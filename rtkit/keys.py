@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from rtkit._http import ssl_context
 from rtkit.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -89,7 +90,7 @@ class BrokerKeys:
     async def __call__(self) -> EphemeralKey:
         headers = {"Authorization": f"Bearer {self._app_token}"} if self._app_token else {}
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as http:
+            async with httpx.AsyncClient(timeout=self.timeout, verify=ssl_context()) as http:
                 r = await http.post(f"{self.url}/api/client-secret", json=self.body, headers=headers)
         except httpx.TimeoutException:
             raise RequestTimeoutError(f"The broker at {self.url} did not answer in time.") from None

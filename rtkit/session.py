@@ -114,6 +114,7 @@ class RealtimeSession:
         ice_servers: list[dict[str, Any]] | None = None,
         connect_timeout: float = 10.0,
         model: str = "gpt-realtime",
+        jitter_packets: int | None = None,
     ) -> None:
         if transport not in ("webrtc", "websocket", "auto"):
             raise ConfigurationError(f"Unknown transport {transport!r}.", hint="use 'webrtc', 'websocket' or 'auto'")
@@ -128,6 +129,8 @@ class RealtimeSession:
         self.reconnect_policy = reconnect if reconnect is not None else ReconnectPolicy()
         self.ice_servers = ice_servers
         self.connect_timeout = connect_timeout
+        #: Packets of look-ahead in the WebRTC receive jitter buffer (default: 1 on loopback, else 2).
+        self.jitter_packets = jitter_packets
         self.model = (self.config or {}).get("model", model)
 
         self.states: Broadcast[StateChange] = Broadcast()
@@ -230,6 +233,7 @@ class RealtimeSession:
                 model=self.model,
                 connect_timeout=self.connect_timeout,
                 ice_servers=self.ice_servers,
+                jitter_packets=self.jitter_packets,
                 output_rate=self.sink.sample_rate if self.sink else 24_000,
             )
         return WebSocketTransport(self.base_url, callbacks, model=self.model, connect_timeout=self.connect_timeout)
