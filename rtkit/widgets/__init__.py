@@ -4,9 +4,19 @@ Each widget has a Python API that does what its buttons do, so notebooks, headle
 drive it: ``await keys.mint()``, ``await connection.connect()``, ``await scenarios.run("network_drop")``.
 """
 
+from rtkit.widgets.browser_call import BrowserCall
 from rtkit.widgets.connection import ConnectionPanel
 from rtkit.widgets.keys import KeyPanel
 from rtkit.widgets.plots import LatencyPlot, LevelPlot
 from rtkit.widgets.scenarios import SCENARIOS, ScenarioPanel, ScenarioResult
 
-__all__ = ["SCENARIOS", "ConnectionPanel", "KeyPanel", "LatencyPlot", "LevelPlot", "ScenarioPanel", "ScenarioResult"]
+__all__ = [
+    "SCENARIOS",
+    "BrowserCall",
+    "ConnectionPanel",
+    "KeyPanel",
+    "LatencyPlot",
+    "LevelPlot",
+    "ScenarioPanel",
+    "ScenarioResult",
+]

@@ -1,0 +1,702 @@
+"""``BrowserCall``: talk from the notebook's browser tab, with the kernel as the backend.
+
+In a workshop the kernel often runs where there is no microphone or speaker (a server, a container), while
+the participant's browser has both. This widget splits the seed's roles along that line:
+
+* the **kernel** is the backend: it asks a key provider for an ephemeral ``ek_`` key (the main key never
+  leaves it) and hands *only that key* to the browser, in a custom widget message;
+* the **browser tab** is the frontend: it opens the microphone and the WebRTC call straight to the Realtime
+  API (or the emulator) with that key, and plays the reply.
+
+Everything the browser sees comes back to the kernel over widget messages and feeds the same shapes as
+``RealtimeSession`` (``states``, ``events``, ``errors``, ``levels``/``output_levels``, ``metrics``,
+``wait_for``...), so ``LevelPlot``, ``LatencyPlot`` and code written for a session work with either.
+
+Keys travel in messages, never in synced traits: widget state is saved into the notebook file, messages
+are not. See ``static/browser_call.js`` for the browser half and the message protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anywidget
+import httpx
+import traitlets
+from pydantic import BaseModel
+
+from rtkit.audio.meter import Direction, Level, LevelMeter
+from rtkit.errors import (
+    AudioUnavailableError,
+    AuthenticationError,
+    ConfigurationError,
+    InvalidRequestError,
+    MicrophoneDeniedError,
+    MicrophoneUnavailableError,
+    NetworkLostError,
+    QuotaExceededError,
+    RateLimitedError,
+    RealtimeAPIError,
+    RtkitError,
+    TokenExpiredError,
+    UpstreamError,
+    WebRTCUnavailableError,
+)
+from rtkit.events import Broadcast
+from rtkit.keys import KeyProvider, as_provider
+from rtkit.metrics import ConnectRecord, SessionMetrics
+from rtkit.session import ConnectionState, RealtimeSession, ReconnectPolicy, StateChange, TransportChoice
+from rtkit.tokens import OPENAI_BASE_URL, EphemeralKey
+from rtkit.transports.base import refusal
+from rtkit.widgets._ui import spawn
+
+__all__ = ["BrowserCall", "CallStats", "LiveCall"]
+
+log = logging.getLogger("rtkit.widgets.browser_call")
+
+STATIC = Path(__file__).parent / "static"
+
+
+class LiveCall(Protocol):
+    """What plots, panels and lesson code may rely on, whether the call runs in the kernel
+    (``RealtimeSession``) or in the notebook's browser tab (``BrowserCall``)."""
+
+    states: Broadcast[StateChange]
+    events: Broadcast[dict[str, Any]]
+    errors: Broadcast[RealtimeAPIError]
+    input_meter: LevelMeter
+    output_meter: LevelMeter
+    metrics: SessionMetrics
+
+    @property
+    def state(self) -> ConnectionState: ...
+
+    @property
+    def levels(self) -> Broadcast[Level]: ...
+
+    @property
+    def output_levels(self) -> Broadcast[Level]: ...
+
+    async def connect(self) -> None: ...
+
+    def send(self, event: dict[str, Any]) -> None: ...
+
+    def update_session(self, **fields: Any) -> None: ...
+
+    def send_text(self, text: str, *, respond: bool = True) -> None: ...
+
+    def create_response(self, **params: Any) -> None: ...
+
+    def cancel_response(self) -> None: ...
+
+    async def wait_for(self, event_type: str, timeout: float = 30.0) -> dict[str, Any]: ...
+
+    async def wait_for_state(self, *states: ConnectionState, timeout: float = 30.0) -> StateChange: ...
+
+
+@dataclass(frozen=True)
+class CallStats:
+    """One ``RTCPeerConnection.getStats()`` reading from the browser (WebRTC only), about once a second.
+
+    Times are in ms; ``None`` where the browser did not report the number (yet). ``t`` is the kernel's
+    ``time.monotonic()`` when the reading arrived.
+    """
+
+    rtt_ms: float | None = None
+    jitter_ms: float | None = None
+    packets_received: int | None = None
+    packets_lost: int | None = None
+    packets_sent: int | None = None
+    #: Mean time each played sample waited in the jitter buffer over the last interval.
+    jitter_buffer_ms: float | None = None
+    #: The browser's own 0..1 loudness of the model's voice, and of the microphone.
+    audio_level: float | None = None
+    input_audio_level: float | None = None
+    t: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def from_browser(cls, raw: dict[str, Any]) -> CallStats:
+        known = cls.__dataclass_fields__.keys() - {"t"}
+        return cls(**{name: value for name, value in raw.items() if name in known})
+
+
+#: Failures the browser names by code; HTTP refusals of ``/calls`` arrive as status + body instead and go
+#: through the same mapping as the kernel's own transports (``rtkit.transports.base.refusal``).
+_BROWSER_ERRORS: dict[str, type[RtkitError]] = {
+    "microphone_denied": MicrophoneDeniedError,
+    "microphone_unavailable": MicrophoneUnavailableError,
+    "webrtc_unavailable": WebRTCUnavailableError,
+    "upstream_unreachable": UpstreamError,
+    "network_lost": NetworkLostError,
+    "invalid_request": InvalidRequestError,
+}
+
+#: Failures that another attempt with a fresh key will not cure: stop reconnecting at once.
+_HOPELESS = (AuthenticationError, AudioUnavailableError, QuotaExceededError, ConfigurationError)
+
+#: The browser measures levels over 2048-sample windows at 48 kHz; the metrics count reply length in samples.
+_BROWSER_RATE = 48_000
+
+
+class BrowserCall(anywidget.AnyWidget):
+    """A Realtime call made by the notebook's browser tab, driven and observed from the kernel.
+
+    ``await call.connect()`` mints a key with ``key_provider`` (any ``async () -> EphemeralKey | str``),
+    hands it to the browser, and returns once the browser's call has started (or raises the matching
+    ``RtkitError``: ``MicrophoneDeniedError``, ``TokenExpiredError``, ``RateLimitedError``...). The widget
+    must be shown in a live JupyterLab or Notebook 7 page; it works on any kernel, with or without audio.
+    """
+
+    _esm = STATIC / "browser_call.js"
+    _css = STATIC / "browser_call.css"
+
+    # Synced state: what the browser needs to draw the widget and open calls. None of it is secret: it is
+    # saved into the notebook with the widget state. The key travels in a message instead.
+    _call_id = traitlets.Unicode("").tag(sync=True)
+    base_url = traitlets.Unicode(OPENAI_BASE_URL).tag(sync=True)
+    model = traitlets.Unicode("gpt-realtime").tag(sync=True)
+    #: The connection state as the widget shows it (``state`` is the same, typed).
+    status = traitlets.Unicode("disconnected").tag(sync=True)
+    #: What the widget tells the participant, in plain words ("" for nothing), and how ("error" or "info").
+    message = traitlets.Unicode("").tag(sync=True)
+    message_kind = traitlets.Unicode("").tag(sync=True)
+    #: The transport the browser really uses ("webrtc" or "websocket"; "" before the first call).
+    transport = traitlets.Unicode("").tag(sync=True)
+    #: Mute the microphone in the browser (its track sends silence; the call stays up). Also a button.
+    muted = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(
+        self,
+        key_provider: KeyProvider | str,
+        config: BaseModel | dict[str, Any] | None = None,
+        *,
+        base_url: str = OPENAI_BASE_URL,
+        model: str = "gpt-realtime",
+        transport: TransportChoice = "auto",
+        reconnect: ReconnectPolicy | None = None,
+        connect_timeout: float = 30.0,
+        frontend_timeout: float = 10.0,
+    ) -> None:
+        if transport not in ("webrtc", "websocket", "auto"):
+            raise ConfigurationError(f"Unknown transport {transport!r}.", hint="use 'webrtc', 'websocket' or 'auto'")
+        self._keys = as_provider(key_provider)
+        self.config: dict[str, Any] | None = (
+            config.model_dump(exclude_none=True, mode="json") if isinstance(config, BaseModel) else config
+        )
+        super().__init__(
+            _call_id=secrets.token_hex(8),
+            base_url=base_url.rstrip("/"),
+            model=(self.config or {}).get("model", model),
+        )
+        self.transport_choice: TransportChoice = transport
+        self.reconnect_policy = reconnect if reconnect is not None else ReconnectPolicy()
+        self.connect_timeout = connect_timeout
+        self.frontend_timeout = frontend_timeout
+
+        self.states: Broadcast[StateChange] = Broadcast()
+        self.events: Broadcast[dict[str, Any]] = Broadcast(maxsize=5000)
+        self.errors: Broadcast[RealtimeAPIError] = Broadcast()
+        self.stats: Broadcast[CallStats] = Broadcast()
+        self.input_meter = LevelMeter("input")
+        self.output_meter = LevelMeter("output")
+        self.metrics = SessionMetrics()
+        #: The last key handed to the browser (its ``repr`` shows only a fingerprint).
+        self.key: EphemeralKey | None = None
+        self.last_stats: CallStats | None = None
+
+        self._state: ConnectionState = "disconnected"
+        self._closing = False
+        self._note = ""
+        #: The browser page (one model instance in one tab) that makes the calls; the latest to say hello.
+        self._frontend: str | None = None
+        self._frontend_ready: asyncio.Event | None = None
+        self._attempt_id = 0
+        self._live_attempt = 0
+        self._pending: asyncio.Future[dict[str, Any]] | None = None
+        self._waiters: list[tuple[str, asyncio.Future[dict[str, Any]]]] = []
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        #: The loop the notebook's cells run on (known once a cell constructs or connects the call).
+        self._loop = _running_loop()
+        self.on_msg(self._on_browser_message)
+
+    # -- observable state (the same shapes as RealtimeSession) ------------------------------
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def levels(self) -> Broadcast[Level]:
+        """Microphone levels measured in the browser; ``output_levels`` for the model's voice."""
+        return self.input_meter.levels
+
+    @property
+    def output_levels(self) -> Broadcast[Level]:
+        return self.output_meter.levels
+
+    @property
+    def frontend_connected(self) -> bool:
+        """Whether a browser page showing this widget has said hello."""
+        return self._frontend is not None
+
+    def _set_state(
+        self, state: ConnectionState, *, attempt: int = 0, reason: str | None = None, error: RtkitError | None = None
+    ) -> None:
+        previous, self._state = self._state, state
+        change = StateChange(state, previous, attempt, reason, error, self.transport or None)
+        log.info("browser call %s → %s%s", previous, state, f" ({reason})" if reason else "")
+        self.status = state
+        if state == "failed":
+            self._post({"kind": "hangup"})  # releases the microphone: its light should not stay on
+            self._show(str(error) if error else reason or "The call failed.", "error")
+        elif state == "disconnected" and reason and not self._closing:
+            self._show(f"Connection lost: {reason} Reconnecting with a fresh key…", "info")
+        elif state == "connecting" and attempt:
+            self._show(f"Reconnecting (attempt {attempt} of {self.reconnect_policy.max_attempts})…", "info")
+        elif state == "connected":
+            # What stays on show once connected: a note from the browser (such as a transport fallback).
+            self._show(self._note, "info")
+        else:
+            self._show("")
+        self.states.publish(change)
+
+    def _show(self, text: str, kind: str = "") -> None:
+        self.message, self.message_kind = text, kind if text else ""
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Mint a key, hand it to the browser and wait until its call has started (or raise, leaving the
+        state ``failed``)."""
+        if self._state == "connected":
+            return
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        self._note = ""
+        await self._stop_reconnecting()  # asked again while reconnecting: start over now
+        try:
+            await self._establish(attempt=0)
+        except RtkitError as exc:
+            self._set_state("failed", reason=str(exc), error=exc)
+            raise
+
+    async def disconnect(self) -> None:
+        """Hang up in the browser (the microphone is released too) and stop reconnecting."""
+        self._closing = True
+        await self._stop_reconnecting()
+        if self._pending is not None and not self._pending.done():
+            self._pending.cancel()
+        self._cancel_waiters()
+        self._post({"kind": "hangup"})
+        if self._state != "disconnected":
+            self._set_state("disconnected", reason="closed")
+
+    def close(self) -> None:
+        """Close the widget; a live call in the browser is hung up first, and reconnecting stops."""
+        if self.comm is not None:
+            self._closing = True
+            if self._reconnect_task is not None:
+                self._reconnect_task.cancel()
+            self._post({"kind": "hangup"})
+        super().close()
+
+    async def _stop_reconnecting(self) -> None:
+        task = self._reconnect_task
+        if task and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _wait_for_frontend(self) -> None:
+        if self._frontend is not None:
+            return
+        self._frontend_ready = self._frontend_ready or asyncio.Event()
+        self._frontend_ready.clear()
+        try:
+            await asyncio.wait_for(self._frontend_ready.wait(), self.frontend_timeout)
+        except TimeoutError:
+            raise ConfigurationError(
+                f"No browser page is showing this widget (waited {self.frontend_timeout:g} s).",
+                hint="display it (end a cell with `call`) in JupyterLab or Notebook 7, then connect again",
+            ) from None
+
+    async def _mint(self, record: ConnectRecord) -> str:
+        started = time.perf_counter()
+        key = await self._keys()
+        record.mint_ms = round((time.perf_counter() - started) * 1000, 2)
+        self.key = key if isinstance(key, EphemeralKey) else None
+        return key.value if isinstance(key, EphemeralKey) else key
+
+    async def _establish(self, attempt: int) -> None:
+        self._set_state("connecting", attempt=attempt)
+        record = ConnectRecord(attempt=attempt + 1)
+        started = time.perf_counter()
+        try:
+            await self._wait_for_frontend()  # after a reload, the new page says hello within seconds
+            opened = await self._open_with_one_fresh_key(record)
+            record.session_created_ms = round((time.perf_counter() - started) * 1000, 2)
+            self.transport = str(opened.get("transport") or "")
+            record.transport = self.transport
+            timings = opened.get("timings") or {}
+            record.offer_ms, record.answer_ms = timings.get("offer_ms"), timings.get("answer_ms")
+            record.connected_ms, record.channel_open_ms = timings.get("connected_ms"), timings.get("channel_open_ms")
+            if self.config:
+                await self._apply_config()
+        except TimeoutError:
+            self._abandon_attempt()
+            error = NetworkLostError(
+                f"The browser did not start the call within {self.connect_timeout:g} s.",
+                hint="is the notebook tab still open, and can it reach the Realtime API?",
+            )
+            self._record_failure(record, started, error)
+            raise error from None
+        except RtkitError as exc:
+            self._record_failure(record, started, exc)
+            raise
+        record.total_ms = round((time.perf_counter() - started) * 1000, 2)
+        record.ok = True
+        self.metrics.connected(record)
+        self._set_state("connected", attempt=attempt)
+
+    def _record_failure(self, record: ConnectRecord, started: float, exc: RtkitError) -> None:
+        self._cancel_waiters()
+        record.total_ms = round((time.perf_counter() - started) * 1000, 2)
+        record.error = exc.code
+        self.metrics.connected(record)
+
+    async def _open_with_one_fresh_key(self, record: ConnectRecord) -> dict[str, Any]:
+        """Open the browser's call; a key the API refuses (expired on the way) earns one fresh key, not a loop:
+        a provider that hands back the same dead key is a real failure."""
+        value = await self._mint(record)
+        try:
+            return await self._open(value)
+        except AuthenticationError as first:
+            fresh = await self._mint(record)
+            if fresh == value:
+                raise TokenExpiredError(
+                    "The key provider returned the same refused key again.",
+                    hint="a fixed key cannot reconnect after it expires; use a broker or an issuer",
+                ) from first
+            try:
+                return await self._open(fresh)
+            except AuthenticationError as second:
+                raise TokenExpiredError(
+                    f"The Realtime API refused a freshly minted key too: {second.message}",
+                    hint="check that the key provider mints for the API at base_url",
+                ) from second
+
+    async def _open(self, key: str) -> dict[str, Any]:
+        """One attempt in the browser with ``key``: the reply is its ``opened`` message, or the mapped error."""
+        self._attempt_id += 1
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending = future
+        # The only place a key leaves the kernel: a custom message to the one page that makes the calls.
+        self._post(
+            {
+                "kind": "open",
+                "attempt": self._attempt_id,
+                "frontend": self._frontend,
+                "key": key,
+                "transport": self.transport_choice,
+            }
+        )
+        try:
+            opened = await asyncio.wait_for(future, self.connect_timeout)
+        finally:
+            if self._pending is future:
+                self._pending = None
+        self._live_attempt = self._attempt_id
+        return opened
+
+    def _abandon_attempt(self) -> None:
+        self._post({"kind": "hangup", "attempt": self._attempt_id})
+
+    async def _apply_config(self) -> None:
+        assert self.config is not None
+        updated, failed = self._expect("session.updated"), self._expect("error")
+        self.send(
+            {
+                "type": "session.update",
+                "event_id": "rtkit_session_config",
+                "session": {"type": "realtime", **self.config},
+            }
+        )
+        done, _ = await asyncio.wait(
+            {updated, failed}, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for future in (updated, failed):
+            if future not in done:
+                future.cancel()
+        if failed in done:
+            err = failed.result()["error"]
+            raise InvalidRequestError(
+                f"The session config was refused: {err.get('message')}",
+                hint=f"check {err.get('param')}" if err.get("param") else None,
+            )
+        if not done:
+            raise NetworkLostError("The Realtime API did not confirm the session config in time.")
+
+    def _on_lost(self, error: RtkitError) -> None:
+        if self._closing or self._state != "connected":
+            return
+        self._cancel_waiters()
+        self._set_state("disconnected", reason=error.message, error=error)
+        if self.reconnect_policy.max_attempts > 0:
+            self._reconnect_task = asyncio.ensure_future(self._reconnect(error))
+        else:
+            self._set_state("failed", reason=error.message, error=error)
+
+    async def _reconnect(self, cause: RtkitError | None) -> None:
+        """A fresh key per attempt (the old one may be what failed), exponential backoff with jitter, and the
+        server's ``Retry-After`` honoured when it is longer."""
+        last: RtkitError | None = cause
+        policy = self.reconnect_policy
+        for attempt in range(1, policy.max_attempts + 1):
+            wait = policy.delay(attempt)
+            if isinstance(last, RateLimitedError) and last.retry_after:
+                wait = max(wait, last.retry_after)
+            await asyncio.sleep(wait)
+            if self._closing:
+                return
+            try:
+                await self._establish(attempt)
+                return
+            except _HOPELESS as exc:
+                last = exc
+                self._set_state("failed", attempt=attempt, reason=str(exc), error=exc)
+                return
+            except RtkitError as exc:
+                last = exc
+                self._set_state("disconnected", attempt=attempt, reason=exc.message, error=exc)
+        error = NetworkLostError(
+            f"Unable to reconnect after {policy.max_attempts} attempts: {last}",
+            hint="check the network and the Realtime API status, then connect again",
+        )
+        self._set_state("failed", attempt=policy.max_attempts, reason=str(error), error=error)
+
+    # -- messages from the browser --------------------------------------------------------
+    def _on_browser_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        # JupyterLab 4.4+ may deliver widget messages on a kernel *subshell*: another thread, with its own event
+        # loop. The futures, the key provider's HTTP client and the plots' timers all belong to the loop the
+        # notebook's cells run on, so the message is handled there.
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and _running_loop() is not loop:
+            loop.call_soon_threadsafe(self._on_browser_content, content)
+        else:
+            self._on_browser_content(content)
+
+    def _on_browser_content(self, content: Any) -> None:
+        if not isinstance(content, dict):
+            return
+        kind = content.get("kind")
+        if kind == "hello":
+            self._on_hello(str(content.get("frontend")))
+            return
+        if content.get("frontend") != self._frontend:
+            return  # from a page that no longer makes the calls (an older tab)
+        if kind == "event":
+            self._on_event(content["event"])
+        elif kind == "levels":
+            self._on_levels(content.get("levels") or [])
+        elif kind == "stats":
+            self.last_stats = CallStats.from_browser(content.get("stats") or {})
+            self.stats.publish(self.last_stats)
+        elif kind in ("opened", "failed", "lost"):
+            self._on_attempt_report(kind, content)
+        elif kind == "notice":
+            self.events.publish({key: value for key, value in content.items() if key not in ("kind", "message")})
+            if content.get("message"):
+                self._note = str(content["message"])
+                self._show(self._note, "info")
+        elif kind == "bye":
+            self._frontend = None
+            self._on_lost(NetworkLostError("The notebook tab making the call was closed or reloaded."))
+        elif kind == "action":
+            self._on_button(str(content.get("action")))
+
+    def _on_hello(self, frontend: str) -> None:
+        previous, self._frontend = self._frontend, frontend
+        if self._frontend_ready is not None:
+            self._frontend_ready.set()
+        if previous and previous != frontend:
+            # A reload, or a second tab showing the notebook: one page makes the calls, the latest to open.
+            self._post({"kind": "hangup", "frontend": previous})
+            self._on_lost(NetworkLostError("Another notebook tab (or a reload of this one) took over the call."))
+
+    def _on_attempt_report(self, kind: str, content: dict[str, Any]) -> None:
+        attempt = content.get("attempt")
+        future = self._pending
+        if kind == "lost":
+            if attempt == self._live_attempt:
+                self._on_lost(NetworkLostError(f"The browser lost the call: {content.get('reason', 'no reason')}."))
+            return
+        if future is None or future.done() or attempt != self._attempt_id:
+            return  # a late answer to an attempt that already timed out
+        if kind == "opened":
+            future.set_result(content)
+        else:
+            future.set_exception(self._error_from_browser(content))
+
+    def _error_from_browser(self, report: dict[str, Any]) -> RtkitError:
+        message = str(report.get("message") or "The browser could not open the call.")
+        hint = report.get("hint")
+        if report.get("status"):
+            # The API refused POST /calls: map its status and JSON body exactly as the kernel's transports do.
+            headers = {"Retry-After": str(report["retryAfter"])} if report.get("retryAfter") is not None else {}
+            response = httpx.Response(int(report["status"]), headers=headers, text=str(report.get("body") or ""))
+            return refusal(response, "call from the browser")
+        cls = _BROWSER_ERRORS.get(str(report.get("code")), UpstreamError)
+        if cls is UpstreamError:
+            return UpstreamError(message, hint=hint)
+        return cls(message, hint=hint)
+
+    def _on_button(self, action: str) -> None:
+        if action == "connect":
+            self._background(self.connect())
+        elif action == "disconnect":
+            self._background(self.disconnect())
+
+    def _background(self, coro: Any) -> None:
+        # A failure is already on show in the widget (the state becomes ``failed``); spawn logs it too.
+        task = spawn(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.metrics.server_event(event, time.perf_counter())
+        kind = event.get("type", "")
+        for waiter in list(self._waiters):
+            wanted, future = waiter
+            if wanted == kind and not future.done():
+                future.set_result(event)
+                self._waiters.remove(waiter)
+        if kind == "error":
+            err = event.get("error") or {}
+            self.errors.publish(
+                RealtimeAPIError(
+                    err.get("message", "error"),
+                    api_code=err.get("code"),
+                    api_type=err.get("type"),
+                    param=err.get("param"),
+                    event_id=err.get("event_id"),
+                )
+            )
+        elif kind == "response.done" and event.get("response", {}).get("status") == "failed":
+            err = (event["response"].get("status_details") or {}).get("error") or {}
+            self.errors.publish(
+                RealtimeAPIError(
+                    err.get("message", "The response failed."), api_code=err.get("code"), api_type=err.get("type")
+                )
+            )
+        self.events.publish(event)
+
+    def _on_levels(self, readings: list[dict[str, Any]]) -> None:
+        """Readings the browser measured and sent at once, stamped on the kernel's clocks when they arrive (the
+        browser's clock is another one; over loopback the message takes a millisecond or two)."""
+        mono, perf = time.monotonic(), time.perf_counter()
+        for reading in readings:
+            direction: Direction = "output" if reading.get("direction") == "output" else "input"
+            rms, peak = _dbfs(reading.get("rms")), _dbfs(reading.get("peak"))
+            level = Level(t=mono, rms_dbfs=rms, peak_dbfs=peak, direction=direction)
+            meter = self.input_meter if direction == "input" else self.output_meter
+            meter.last = level
+            meter.levels.publish(level)
+            if direction == "input":
+                self.metrics.input_level(rms, at=perf)
+            else:
+                # Each reading stands for one interval of the model's voice: that is how the reply's length adds up.
+                samples = round(float(reading.get("ms") or 50) * _BROWSER_RATE / 1000)
+                self.metrics.output_audio(rms, samples, _BROWSER_RATE, at=perf)
+
+    # -- waiting --------------------------------------------------------------------------
+    def _expect(self, kind: str) -> asyncio.Future[dict[str, Any]]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters.append((kind, future))
+        return future
+
+    def _cancel_waiters(self) -> None:
+        for _, future in self._waiters:
+            future.cancel()
+        self._waiters.clear()
+
+    async def wait_for(self, event_type: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The next server event of this type, as the browser received it."""
+        return await asyncio.wait_for(self._expect(event_type), timeout)
+
+    async def wait_for_state(self, *states: ConnectionState, timeout: float = 30.0) -> StateChange:
+        """The next transition into one of ``states``."""
+        future: asyncio.Future[StateChange] = asyncio.get_running_loop().create_future()
+
+        def check(change: StateChange) -> None:
+            if change.state in states and not future.done():
+                future.set_result(change)
+
+        unsubscribe = self.states.on(check)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            unsubscribe()
+
+    # -- client events (the browser sends them on its data channel or WebSocket) -----------
+    def send(self, event: dict[str, Any]) -> None:
+        """Send one client event as is.
+
+        (This replaces ipywidgets' ``Widget.send`` for custom messages, which the widget uses internally.)
+        """
+        if self._state not in ("connected", "connecting"):
+            raise NetworkLostError("The call is not connected.", hint="await call.connect() first")
+        self._post({"kind": "send", "event": event})
+
+    def _post(self, message: dict[str, Any]) -> None:
+        """A custom widget message to the browser (ipywidgets' ``send``)."""
+        super().send(message)
+
+    def update_session(self, **fields: Any) -> None:
+        """Change the session config now, and on every reconnection after."""
+        self.config = {**copy.deepcopy(self.config or {}), **fields}
+        self.send({"type": "session.update", "session": {"type": "realtime", **fields}})
+
+    def send_text(self, text: str, *, respond: bool = True) -> None:
+        """Add a user message; ``respond`` asks for an answer right away."""
+        self.send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+            }
+        )
+        if respond:
+            self.create_response()
+
+    def create_response(self, **params: Any) -> None:
+        self.send({"type": "response.create", **({"response": params} if params else {})})
+
+    def cancel_response(self) -> None:
+        self.send({"type": "response.cancel"})
+
+    def __repr__(self) -> str:
+        return f"BrowserCall({self.base_url!r}, state={self._state!r}, transport={self.transport or None!r})"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _dbfs(value: Any) -> float:
+    """JSON has no -Infinity: the browser sends ``null`` for digital silence."""
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else float("-inf")
+
+
+if TYPE_CHECKING:  # mypy checks both against the protocol
+    _session_shape: type[LiveCall] = RealtimeSession
+    _browser_shape: type[LiveCall] = BrowserCall

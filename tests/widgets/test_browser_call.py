@@ -1,0 +1,682 @@
+"""``BrowserCall``: the notebook's browser tab makes the call, the kernel is its backend.
+
+Two halves. The first drives the kernel side through the widget's own message handler, as a scripted
+browser would, to pin down the protocol, the error mapping and reconnection in milliseconds. The second
+is the real thing: JupyterLab from the venv, a notebook that starts the emulator in its kernel and shows a
+``BrowserCall``, and Debian's Chromium (headless, fake microphone) running its cells; the notebook asserts
+in its own cells, and the test reads the saved notebook and the page. Screenshots go to ``artifacts/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("anywidget", reason="needs anywidget (pip install -e '.[lab]')")
+
+from rtkit.errors import (
+    ConfigurationError,
+    MicrophoneDeniedError,
+    NetworkLostError,
+    RateLimitedError,
+    TokenExpiredError,
+    UpstreamError,
+)
+from rtkit.session import ReconnectPolicy, StateChange
+from rtkit.widgets import BrowserCall, LevelPlot
+
+FAST = ReconnectPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05)
+#: What a key looks like (the widget's own source mentions "ek_" in its comments, never with a value).
+EK = re.compile(r"ek_[A-Za-z0-9]{8,}")
+
+
+# ---- the kernel side, with a scripted browser ---------------------------------------------------------
+
+
+class ScriptedBrowser:
+    """Plays the browser half of the protocol: reads what the kernel posts, answers as the JS module would."""
+
+    def __init__(self, call: BrowserCall, frontend: str = "tab1") -> None:
+        self.call = call
+        self.frontend = frontend
+        self.posted: list[dict[str, Any]] = []
+        self._opens_read = 0
+        call._post = self.posted.append  # type: ignore[method-assign]
+
+    def tab(self, frontend: str) -> ScriptedBrowser:
+        """Another page showing the same notebook (a second tab, or this one reloaded)."""
+        other = copy.copy(self)
+        other.frontend = frontend
+        return other
+
+    def say(self, kind: str, **fields: Any) -> None:
+        self.call._on_browser_content({"kind": kind, "frontend": self.frontend, **fields})
+
+    async def next_open(self, timeout: float = 2.0) -> dict[str, Any]:
+        """The next ``open`` message the kernel posts (the key and the attempt to answer)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            opens = [m for m in self.posted if m["kind"] == "open"]
+            if len(opens) > self._opens_read:
+                self._opens_read += 1
+                return opens[self._opens_read - 1]
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"no open message; posted: {self.posted}")
+
+    def start_session(self, open_msg: dict[str, Any], transport: str = "webrtc") -> None:
+        self.say("event", event={"type": "session.created", "event_id": "event_1", "session": {}})
+        self.say("opened", attempt=open_msg["attempt"], transport=transport, timings={"answer_ms": 12.5})
+
+
+class Keys:
+    """A key provider that counts its mints and hands out a new ``ek_`` value each time."""
+
+    def __init__(self) -> None:
+        self.minted: list[str] = []
+
+    async def __call__(self) -> str:
+        self.minted.append(f"ek_test{len(self.minted)}{secrets.token_hex(8)}")
+        return self.minted[-1]
+
+
+async def connected(call: BrowserCall, browser: ScriptedBrowser) -> None:
+    task = asyncio.ensure_future(call.connect())
+    browser.say("hello")
+    browser.start_session(await browser.next_open())
+    await task
+
+
+async def test_connect_hands_the_key_over_in_a_message_and_never_in_the_widget_state() -> None:
+    keys = Keys()
+    call = BrowserCall(keys, base_url="http://127.0.0.1:9/v1/")
+    browser = ScriptedBrowser(call)
+    states: list[StateChange] = []
+    call.states.on(states.append)
+    task = asyncio.ensure_future(call.connect())
+    browser.say("hello")
+    opened = await browser.next_open()
+    assert opened["key"] == keys.minted[0] and opened["frontend"] == "tab1" and opened["transport"] == "auto"
+    browser.start_session(opened)
+    await task
+
+    assert call.state == call.status == "connected" and call.transport == "webrtc"
+    assert [s.state for s in states] == ["connecting", "connected"]
+    record = call.metrics.connects[-1]
+    assert record.ok and record.transport == "webrtc" and record.answer_ms == 12.5 and record.mint_ms is not None
+    state = json.dumps(call.get_state(), default=str)
+    assert keys.minted[0] not in state and not EK.findall(state)
+    assert call.get_state()["base_url"] == "http://127.0.0.1:9/v1"
+    call.close()
+
+
+async def test_without_a_page_showing_the_widget_connect_says_so() -> None:
+    call = BrowserCall(Keys(), frontend_timeout=0.05)
+    ScriptedBrowser(call)
+    with pytest.raises(ConfigurationError, match="No browser page is showing this widget"):
+        await call.connect()
+    assert call.state == "failed" and "display it" in call.message
+
+
+async def test_a_refused_key_earns_one_fresh_key_and_then_token_expired() -> None:
+    keys = Keys()
+    call = BrowserCall(keys)
+    browser = ScriptedBrowser(call)
+    expired = json.dumps({"error": {"message": "The ephemeral client secret has expired.", "code": "invalid_api_key"}})
+    task = asyncio.ensure_future(call.connect())
+    browser.say("hello")
+    for _ in range(2):
+        opened = await browser.next_open()
+        browser.say("failed", attempt=opened["attempt"], code="http", message="refused", status=401, body=expired)
+    with pytest.raises(TokenExpiredError, match="freshly minted key too"):
+        await task
+    assert len(keys.minted) == 2 and keys.minted[0] != keys.minted[1]
+    assert call.state == "failed" and call.message_kind == "error"
+    assert browser.posted[-1] == {"kind": "hangup"}  # the microphone is released
+
+
+async def test_a_refused_key_then_a_good_one_connects() -> None:
+    keys = Keys()
+    call = BrowserCall(keys)
+    browser = ScriptedBrowser(call)
+    task = asyncio.ensure_future(call.connect())
+    browser.say("hello")
+    opened = await browser.next_open()
+    browser.say("failed", attempt=opened["attempt"], code="http", message="refused", status=401, body="{}")
+    browser.start_session(await browser.next_open())
+    await task
+    assert call.state == "connected" and len(keys.minted) == 2
+
+
+@pytest.mark.parametrize(
+    ("report", "error", "words"),
+    [
+        ({"code": "microphone_denied", "message": "Microphone access is blocked."}, MicrophoneDeniedError, "blocked"),
+        (
+            {"code": "http", "status": 429, "retryAfter": "3", "body": '{"error": {"message": "Slow down."}}'},
+            RateLimitedError,
+            "Slow down",
+        ),
+        ({"code": "http", "status": 503, "body": "{}"}, UpstreamError, "503"),
+        ({"code": "upstream_unreachable", "message": "cannot be reached"}, UpstreamError, "cannot be reached"),
+        ({"code": "network_lost", "message": "did not start"}, NetworkLostError, "did not start"),
+    ],
+)
+async def test_browser_failures_raise_the_matching_rtkit_error(
+    report: dict[str, Any], error: type[Exception], words: str
+) -> None:
+    call = BrowserCall(Keys())
+    browser = ScriptedBrowser(call)
+    task = asyncio.ensure_future(call.connect())
+    browser.say("hello")
+    opened = await browser.next_open()
+    browser.say("failed", attempt=opened["attempt"], **report)
+    with pytest.raises(error, match=words) as caught:
+        await task
+    if isinstance(caught.value, RateLimitedError):
+        assert caught.value.retry_after == 3.0
+    assert call.state == "failed" and words in call.message
+
+
+async def test_a_lost_call_reconnects_with_a_fresh_key() -> None:
+    keys = Keys()
+    call = BrowserCall(keys, reconnect=FAST)
+    browser = ScriptedBrowser(call)
+    await connected(call, browser)
+    back = asyncio.ensure_future(call.wait_for_state("connected", timeout=2))
+    browser.say("lost", attempt=call._live_attempt, reason="the data channel closed")
+    assert call.state == "disconnected" and "Reconnecting" in call.message
+    browser.start_session(await browser.next_open())
+    change = await back
+    assert change.attempt == 1 and len(keys.minted) == 2 and call.message == ""
+    # A late report from the old attempt changes nothing.
+    browser.say("lost", attempt=1, reason="late")
+    assert call.state == "connected"
+
+
+async def test_levels_and_events_from_the_browser_feed_plots_and_turn_metrics() -> None:
+    call = BrowserCall(Keys())
+    browser = ScriptedBrowser(call)
+    plot = LevelPlot(call)  # type: ignore[arg-type]  # LevelPlot is typed for RealtimeSession; see LiveCall
+    await connected(call, browser)
+    browser.say("levels", levels=[{"direction": "input", "rms": -20.0, "peak": -6.0, "ms": 50}])
+    browser.say("levels", levels=[{"direction": "input", "rms": None, "peak": None, "ms": 50}])
+    for event in (
+        {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900, "item_id": "item_1"},
+        {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}},
+        {"type": "output_audio_buffer.started", "response_id": "resp_1"},
+    ):
+        browser.say("event", event=event)
+    browser.say("levels", levels=[{"direction": "output", "rms": -18.0, "peak": -3.0, "ms": 50}])
+    browser.say("event", event={"type": "output_audio_buffer.stopped", "response_id": "resp_1"})
+    browser.say("stats", stats={"rtt_ms": 0.4, "jitter_ms": 1.5, "packets_lost": 0, "unknown": 1})
+
+    assert [v for _, v in plot.inputs] == [-20.0, -80.0] and [v for _, v in plot.outputs] == [-18.0]
+    assert call.input_meter.last is not None and call.input_meter.last.rms_dbfs == float("-inf")
+    turn = call.metrics.turns[0]
+    assert turn.response_id == "resp_1" and turn.first_audio_ms is not None and turn.reply_seconds == 0.05
+    assert call.last_stats is not None and call.last_stats.rtt_ms == 0.4 and call.last_stats.packets_lost == 0
+
+
+async def test_client_events_go_to_the_browser_and_waiters_see_its_events() -> None:
+    call = BrowserCall(Keys())
+    browser = ScriptedBrowser(call)
+    with pytest.raises(NetworkLostError):
+        call.send_text("too early")
+    await connected(call, browser)
+    call.send_text("Hello!")
+    call.update_session(instructions="Be brief.")
+    call.cancel_response()
+    sent = [m["event"]["type"] for m in browser.posted if m["kind"] == "send"]
+    assert sent == ["conversation.item.create", "response.create", "session.update", "response.cancel"]
+    assert call.config == {"instructions": "Be brief."}
+
+    waiting = asyncio.ensure_future(call.wait_for("response.done", timeout=1))
+    await asyncio.sleep(0)
+    browser.say("event", event={"type": "response.done", "response": {"status": "failed", "status_details": {}}})
+    assert (await waiting)["response"]["status"] == "failed"
+
+    browser.tab("another-tab").say("lost", attempt=call._live_attempt, reason="not the calling tab")
+    assert call.state == "connected"  # only the page that makes the calls is listened to
+
+    await call.disconnect()
+    assert call.state == "disconnected" and browser.posted[-1] == {"kind": "hangup"}
+
+
+async def test_a_reload_of_the_page_reconnects_in_the_new_page() -> None:
+    keys = Keys()
+    call = BrowserCall(keys, reconnect=FAST)
+    browser = ScriptedBrowser(call)
+    await connected(call, browser)
+    reloaded = browser.tab("tab2")
+    reloaded.say("hello")
+    assert {"kind": "hangup", "frontend": "tab1"} in browser.posted and call.state == "disconnected"
+    opened = await reloaded.next_open()
+    assert opened["frontend"] == "tab2"
+    reloaded.start_session(opened)
+    await call.wait_for_state("connected", timeout=2)
+    assert len(keys.minted) == 2
+
+
+async def test_messages_arriving_on_a_kernel_subshell_thread_are_handled_on_the_notebook_loop() -> None:
+    call = BrowserCall(Keys())  # constructed in a cell: the notebook's loop is running
+    threads: list[int] = []
+    call.events.on(lambda event: threads.append(threading.get_ident()))
+
+    async def subshell() -> None:  # JupyterLab may deliver widget messages on a subshell: its own thread and loop
+        call._on_browser_message(call, {"kind": "hello", "frontend": "tab1"}, [])
+        call._on_browser_message(call, {"kind": "event", "frontend": "tab1", "event": {"type": "x"}}, [])
+
+    worker = threading.Thread(target=asyncio.run, args=(subshell(),))
+    worker.start()
+    worker.join()
+    for _ in range(100):
+        if threads:
+            break
+        await asyncio.sleep(0.01)
+    assert threads == [threading.get_ident()] and call.frontend_connected
+
+
+# ---- the real thing: JupyterLab, a notebook, headless Chromium ------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+JUPYTER = Path(sys.executable).with_name("jupyter")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+]
+#: Grants the microphone without a prompt. Without it, headless Chromium answers the prompt "deny".
+ALLOW_MICROPHONE = "--use-fake-ui-for-media-stream"
+#: Lab user settings: widget state saved with the notebook (what the secret scan reads), every cell kept
+#: in the DOM (no windowing), and no news toast over the screenshots.
+LAB_SETTINGS = {
+    "@jupyter-widgets/jupyterlab-manager/plugin": {"saveState": True},
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+}
+MAIN_KEY = "sk-browser-call-test-main-" + secrets.token_hex(8)
+
+
+def _missing_browser_tools() -> str | None:
+    if not CHROMIUM.exists():
+        return f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)"
+    if shutil.which("jupyter", path=str(JUPYTER.parent)) is None:
+        return f"needs the venv's jupyter command at {JUPYTER}"
+    try:
+        import jupyterlab  # noqa: F401
+        import jupyterlab_widgets  # noqa: F401
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        return f"needs {exc.name} (pip install -e '.[dev]'; the browser is Debian's, never downloaded)"
+    return None
+
+
+skip_without_browser = pytest.mark.skipif(_missing_browser_tools() is not None, reason=_missing_browser_tools() or "")
+
+SETUP = """\
+import asyncio, json, os, re
+from pathlib import Path
+from rtkit.errors import MicrophoneDeniedError
+from rtkit.lab import start_backend
+from rtkit.session import ReconnectPolicy
+from rtkit.widgets import BrowserCall, LevelPlot
+
+origin = os.environ["RTKIT_TEST_LAB_ORIGIN"]  # this page's origin: the emulator must answer its CORS preflight
+backend = await start_backend(cors_origins=[origin], api_key=os.environ["RTKIT_TEST_MAIN_KEY"])
+emu = backend.emulator
+minted = []
+
+async def keys():
+    key = await backend.keys()
+    minted.append(key.value)
+    # For the test's secret scan: written to a file, never shown in an output.
+    Path(os.environ["RTKIT_TEST_MINTED"]).write_text(json.dumps(minted))
+    return key
+"""
+
+CALL_CELLS = [
+    SETUP,
+    """\
+call = BrowserCall(keys, base_url=backend.base_url, reconnect=ReconnectPolicy(max_attempts=4, initial_delay=0.2))
+plot = LevelPlot(call)
+states, seen = [], []
+call.states.on(lambda change: states.append(change.state))
+call.events.on(lambda event: seen.append(event["type"]))
+call""",
+    """\
+await call.connect()
+assert call.state == "connected" and seen[0] == "session.created", (call.state, seen)
+print("CONNECTED over", call.transport, "in", call.metrics.connects[-1].total_ms, "ms")""",
+    """\
+# Chromium's fake microphone beeps every 500 ms, without end. For one clean turn: a 200 ms silence ends it, the
+# reply is not interrupted, and the microphone is muted as soon as the speech starts (so that it stops).
+call.muted = True
+turn_detection = {"type": "server_vad", "silence_duration_ms": 200, "interrupt_response": False}
+call.update_session(audio={"input": {"turn_detection": turn_detection}})
+await call.wait_for("session.updated", timeout=10)
+stop = call.events.on(lambda e: e["type"] == "input_audio_buffer.speech_started" and setattr(call, "muted", True))
+call.muted = False
+await call.wait_for("output_audio_buffer.stopped", timeout=20)
+stop()
+call.muted = False
+TURN = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "input_audio_buffer.committed",
+        "response.created", "output_audio_buffer.started", "response.output_audio_transcript.done",
+        "response.done", "output_audio_buffer.stopped"]
+assert not [t for t in TURN if t not in seen], [t for t in TURN if t not in seen]
+# (first_audio_ms may stay None on a loaded machine: the browser can still be playing a short reply from its
+# jitter buffer when the server's output_audio_buffer.stopped closes the turn.)
+assert call.metrics.turns and call.metrics.turns[0].status == "completed", (call.metrics.turns, seen[-30:])
+print("TURN", call.metrics.turns[0])""",
+    """\
+inputs, outputs = [v for _, v in plot.inputs], [v for _, v in plot.outputs]
+assert len(inputs) > 20 and max(inputs) > -45, inputs[-20:]
+assert outputs and max(outputs) > -45, outputs[-20:]
+stats = call.last_stats
+assert stats is not None and stats.packets_received and stats.rtt_ms is not None, stats
+print("LEVELS", len(inputs), "input readings, loudest", max(inputs), "dBFS; model loudest", max(outputs), "dBFS")
+print("STATS", stats)
+plot.snapshot()""",
+    """\
+before = emu.keys.issued
+back = asyncio.ensure_future(call.wait_for_state("connected", timeout=30))
+assert await emu.drop_call() == 1
+change = await back
+assert "disconnected" in states and states.count("connected") >= 2 and emu.keys.issued > before, states
+print("RECOVERED at attempt", change.attempt, "- keys issued", before, "->", emu.keys.issued)""",
+    """\
+widget_state = json.dumps(call.get_state(), default=str)
+assert not re.findall(r"ek_[A-Za-z0-9]{8,}", widget_state) and not [k for k in minted if k in widget_state]
+print("ALL CHECKS PASSED")""",
+]
+
+WEBSOCKET_CELLS = [
+    SETUP,
+    "call = BrowserCall(keys, base_url=backend.base_url)\ncall",
+    """\
+notices = []
+call.events.on(lambda event: event["type"].startswith("rtkit.") and notices.append(event))
+call.muted = True  # a text turn: the fake microphone's beeps would interrupt the reply
+await call.connect()
+assert call.transport == "websocket" and notices[0]["type"] == "rtkit.transport_fallback", notices
+assert "no WebRTC" in call.message, call.message
+call.send_text("Hello over the WebSocket")
+done = await call.wait_for("response.done", timeout=15)
+assert done["response"]["status"] == "completed", done
+print("FELL BACK to", call.transport, "-", call.message)""",
+]
+
+DENIED_CELLS = [
+    SETUP,
+    "call = BrowserCall(keys, base_url=backend.base_url)\ncall",
+    """\
+try:
+    await call.connect()
+except MicrophoneDeniedError as exc:
+    print("RAISED", type(exc).__name__ + ":", exc)
+    assert call.state == "failed" and "Microphone access is blocked" in call.message
+else:
+    raise AssertionError("connected without a microphone")""",
+]
+
+
+@dataclass
+class Lab:
+    url: str
+    token: str
+    root: Path
+    log: Path
+    minted_file: Path
+    proc: subprocess.Popen[bytes] = field(repr=False)
+
+    def server_log(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_notebook(path: Path, cells: list[str]) -> None:
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """``jupyter lab`` from the venv on a free loopback port with a token, temp HOME and Jupyter dirs, and no
+    ``OPENAI_API_KEY``. The kernel inherits the server's environment: that is how the notebooks learn the
+    page's origin (for the emulator's CORS), the main key and where to note the keys they mint."""
+    tmp = tmp_path_factory.mktemp("lab")
+    dirs = {name: tmp / name for name in ("home", "config", "data", "runtime", "ipython", "notebooks")}
+    for d in dirs.values():
+        d.mkdir()
+    for plugin, settings in LAB_SETTINGS.items():
+        target = dirs["config"] / "lab" / "user-settings" / f"{plugin}.jupyterlab-settings"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(settings))
+    write_notebook(dirs["notebooks"] / "call.ipynb", CALL_CELLS)
+    write_notebook(dirs["notebooks"] / "denied.ipynb", DENIED_CELLS)
+    write_notebook(dirs["notebooks"] / "websocket.ipynb", WEBSOCKET_CELLS)
+    port, token = free_port(), secrets.token_hex(24)
+    url = f"http://127.0.0.1:{port}"
+    minted_file = tmp / "minted.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env.update(
+        HOME=str(dirs["home"]),
+        JUPYTER_CONFIG_DIR=str(dirs["config"]),
+        JUPYTER_DATA_DIR=str(dirs["data"]),
+        JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
+        IPYTHONDIR=str(dirs["ipython"]),
+        RTKIT_TEST_LAB_ORIGIN=url,
+        RTKIT_TEST_MAIN_KEY=MAIN_KEY,
+        RTKIT_TEST_MINTED=str(minted_file),
+    )
+    args = [
+        str(JUPYTER),
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={dirs['notebooks']}",
+        "--ServerApp.terminals_enabled=False",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        # window.jupyterapp: the test runs cells and saves through Lab's own commands, not by clicking menus.
+        "--LabApp.expose_app_in_browser=True",
+    ]
+    if os.geteuid() == 0:
+        args.append("--allow-root")
+    log = tmp / "jupyterlab.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT)
+    server = Lab(url, token, dirs["notebooks"], log, minted_file, proc)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"jupyter lab did not start:\n{server.server_log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/api/status", params={"token": token}, timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+#: True once every code cell shows an execution number, or as soon as one shows an error (JupyterLab stops a
+#: "run all" at the first error, so the cells after it would stay unnumbered).
+CELLS_DONE = """() => {
+  const cells = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')];
+  const stderr = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]';
+  const numbered = (c) => /^\\[\\d+\\]:$/.test(c.querySelector('.jp-InputPrompt').textContent.trim());
+  return cells.some((c) => c.querySelector(stderr)) || (cells.length > 0 && cells.every(numbered));
+}"""
+KERNEL_IDLE = """() => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const kernel = panel && panel.sessionContext && panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return Boolean(kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle');
+}"""
+
+
+@dataclass
+class NotebookRun:
+    saved: dict[str, Any]
+    saved_text: str
+    outputs: list[str]
+    widget_text: str
+    page_errors: list[str]
+    console: list[str]
+
+    def output(self, marker: str) -> str:
+        return next((text for text in self.outputs if marker in text), "")
+
+    def explain(self) -> str:
+        return "\n---\n".join(
+            [*self.outputs, f"widget: {self.widget_text}", f"page errors: {self.page_errors}", *self.console[-40:]]
+        )
+
+
+def run_in_lab(
+    lab: Lab, notebook: str, *, allow_microphone: bool, shot: str, timeout_s: float = 60, init_script: str | None = None
+) -> NotebookRun:
+    """Open ``notebook`` in Chromium, run all its cells with Lab's own command, save it, and read back what the
+    file and the page say."""
+    from playwright.sync_api import sync_playwright
+
+    args = [*CHROMIUM_ARGS, ALLOW_MICROPHONE] if allow_microphone else CHROMIUM_ARGS
+    page_errors: list[str] = []
+    console: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            if init_script:
+                page.add_init_script(init_script)
+            # ?reset: a fresh workspace, or Lab would reopen the other notebook (and its call) in this browser too.
+            page.goto(f"{lab.url}/lab/tree/{notebook}?reset&token={lab.token}")
+            page.wait_for_function(KERNEL_IDLE, timeout=30_000, polling=100)
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            page.wait_for_function(CELLS_DONE, timeout=timeout_s * 1000, polling=200)
+            ARTIFACTS.mkdir(exist_ok=True)
+            widget = page.locator(".rtkit-call").first
+            widget.scroll_into_view_if_needed()
+            widget.screenshot(path=ARTIFACTS / f"browser_call_{shot}_widget.png")
+            page.screenshot(path=ARTIFACTS / f"browser_call_{shot}.png")
+            widget_text = widget.inner_text()
+            page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        finally:
+            browser.close()
+    path = lab.root / notebook
+    text = path.read_text()
+    saved = json.loads(text)
+    outputs = []
+    for cell in saved["cells"]:
+        parts = []
+        for out in cell.get("outputs", []):
+            if out["output_type"] == "stream":
+                parts.append("".join(out["text"]))
+            elif out["output_type"] == "error":
+                parts.append(f"{out['ename']}: {out['evalue']}")
+        outputs.append("".join(parts))
+    return NotebookRun(saved, text, outputs, widget_text, page_errors, console)
+
+
+@pytest.fixture(scope="module")
+def call_run(lab: Lab) -> NotebookRun:
+    return run_in_lab(lab, "call.ipynb", allow_microphone=True, shot="connected")
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_the_browser_tab_makes_the_call_and_the_kernel_hears_everything(call_run: NotebookRun) -> None:
+    why = call_run.explain()
+    assert "ALL CHECKS PASSED" in call_run.output("ALL CHECKS PASSED"), why
+    assert "CONNECTED over webrtc" in call_run.output("CONNECTED"), why
+    assert "TURN TurnRecord" in call_run.output("TURN"), why
+    assert "RECOVERED at attempt 1" in call_run.output("RECOVERED"), why
+    assert "connected" in call_run.widget_text and "webrtc" in call_run.widget_text, why
+    assert not call_run.page_errors, why
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_the_saved_notebook_and_its_widget_state_hold_no_key(call_run: NotebookRun, lab: Lab) -> None:
+    minted = json.loads(lab.minted_file.read_text())
+    assert len(minted) >= 2 and all(k.startswith("ek_") for k in minted)
+    widgets = call_run.saved["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    calls = [m["state"] for m in widgets.values() if m["state"].get("_anywidget_id", "").endswith("BrowserCall")]
+    assert calls and calls[0]["status"] == "connected", "the saved widget state should hold the call's model"
+    for key in minted:
+        assert key not in call_run.saved_text
+    assert not EK.findall(call_run.saved_text)
+    assert MAIN_KEY not in call_run.saved_text
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_a_denied_microphone_is_explained_in_the_widget_and_raised_in_python(lab: Lab) -> None:
+    run = run_in_lab(lab, "denied.ipynb", allow_microphone=False, shot="microphone_denied", timeout_s=40)
+    why = run.explain()
+    assert "RAISED MicrophoneDeniedError: Microphone access is blocked" in run.output("RAISED"), why
+    assert "failed" in run.widget_text and "Microphone access is blocked" in run.widget_text, why
+    assert not run.page_errors, why
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_without_webrtc_the_browser_falls_back_to_a_websocket_and_says_so(lab: Lab) -> None:
+    run = run_in_lab(
+        lab,
+        "websocket.ipynb",
+        allow_microphone=True,
+        shot="websocket_fallback",
+        timeout_s=40,
+        init_script="delete window.RTCPeerConnection;",  # a browser (or policy) without WebRTC
+    )
+    why = run.explain()
+    assert "FELL BACK to websocket - This browser has no WebRTC" in run.output("FELL BACK"), why
+    assert "websocket ·" in run.widget_text and "no WebRTC" in run.widget_text, why
+    assert not run.page_errors, why
