@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("rtkit")
 
-__all__ = ["Broadcast"]
+__all__ = ["Broadcast", "EventWaiters", "next_value"]
 
 
 class Broadcast(Generic[T]):
@@ -69,3 +69,46 @@ class Broadcast(Generic[T]):
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()
             queue.put_nowait(None)
+
+
+class EventWaiters:
+    """Futures waiting for the next server event of a type: how a session (or a browser call) says
+    "tell me when ``session.updated`` arrives" without subscribing and unsubscribing by hand."""
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[str, asyncio.Future[dict[str, Any]]]] = []
+
+    def expect(self, kind: str) -> asyncio.Future[dict[str, Any]]:
+        """A future for the next event of this type; register it *before* doing what triggers the event."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((kind, future))
+        return future
+
+    def resolve(self, event: dict[str, Any]) -> None:
+        """Hand ``event`` to everyone waiting for its type."""
+        kind = event.get("type")
+        for waiter in list(self._waiting):
+            wanted, future = waiter
+            if wanted == kind and not future.done():
+                future.set_result(event)
+                self._waiting.remove(waiter)
+
+    def cancel_all(self) -> None:
+        for _, future in self._waiting:
+            future.cancel()
+        self._waiting.clear()
+
+
+async def next_value(stream: Broadcast[T], accept: Callable[[T], bool], timeout: float) -> T:
+    """The next value published on ``stream`` that ``accept`` takes, within ``timeout`` seconds."""
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+    def check(value: T) -> None:
+        if accept(value) and not future.done():
+            future.set_result(value)
+
+    unsubscribe = stream.on(check)
+    try:
+        return await asyncio.wait_for(future, timeout)
+    finally:
+        unsubscribe()

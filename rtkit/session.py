@@ -37,7 +37,7 @@ from rtkit.errors import (
     TokenExpiredError,
     WebRTCUnavailableError,
 )
-from rtkit.events import Broadcast
+from rtkit.events import Broadcast, EventWaiters, next_value
 from rtkit.keys import KeyProvider, as_provider
 from rtkit.metrics import ConnectRecord, SessionMetrics
 from rtkit.tokens import OPENAI_BASE_URL, EphemeralKey
@@ -145,7 +145,7 @@ class RealtimeSession:
         self._state: ConnectionState = "disconnected"
         self._closing = False
         self._audio_started = False
-        self._waiters: list[tuple[str, asyncio.Future[dict[str, Any]]]] = []
+        self._waiters = EventWaiters()
         self._reconnect_task: asyncio.Task[None] | None = None
         self._out_resampler: _Resampler | None = None
 
@@ -343,11 +343,7 @@ class RealtimeSession:
         now = time.perf_counter()
         self.metrics.server_event(event, now)
         kind = event.get("type", "")
-        for waiter in list(self._waiters):
-            wanted, future = waiter
-            if wanted == kind and not future.done():
-                future.set_result(event)
-                self._waiters.remove(waiter)
+        self._waiters.resolve(event)
         if kind == "error":
             err = event.get("error") or {}
             self.errors.publish(
@@ -417,14 +413,10 @@ class RealtimeSession:
 
     # -- waiting --------------------------------------------------------------------------
     def _expect(self, kind: str) -> asyncio.Future[dict[str, Any]]:
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiters.append((kind, future))
-        return future
+        return self._waiters.expect(kind)
 
     def _cancel_waiters(self) -> None:
-        for _, future in self._waiters:
-            future.cancel()
-        self._waiters.clear()
+        self._waiters.cancel_all()
 
     async def wait_for(self, event_type: str, timeout: float = 30.0) -> dict[str, Any]:
         """The next server event of this type."""
@@ -432,17 +424,7 @@ class RealtimeSession:
 
     async def wait_for_state(self, *states: ConnectionState, timeout: float = 30.0) -> StateChange:
         """The next transition into one of ``states``."""
-        future: asyncio.Future[StateChange] = asyncio.get_running_loop().create_future()
-
-        def check(change: StateChange) -> None:
-            if change.state in states and not future.done():
-                future.set_result(change)
-
-        unsubscribe = self.states.on(check)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            unsubscribe()
+        return await next_value(self.states, lambda change: change.state in states, timeout)
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         async for event in self.events:

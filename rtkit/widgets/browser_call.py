@@ -51,7 +51,7 @@ from rtkit.errors import (
     UpstreamError,
     WebRTCUnavailableError,
 )
-from rtkit.events import Broadcast
+from rtkit.events import Broadcast, EventWaiters, next_value
 from rtkit.keys import KeyProvider, as_provider
 from rtkit.metrics import ConnectRecord, SessionMetrics
 from rtkit.session import ConnectionState, RealtimeSession, ReconnectPolicy, StateChange, TransportChoice
@@ -222,7 +222,7 @@ class BrowserCall(anywidget.AnyWidget):
         self._attempt_id = 0
         self._live_attempt = 0
         self._pending: asyncio.Future[dict[str, Any]] | None = None
-        self._waiters: list[tuple[str, asyncio.Future[dict[str, Any]]]] = []
+        self._waiters = EventWaiters()
         self._reconnect_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         #: The loop the notebook's cells run on (known once a cell constructs or connects the call).
@@ -573,11 +573,7 @@ class BrowserCall(anywidget.AnyWidget):
     def _on_event(self, event: dict[str, Any]) -> None:
         self.metrics.server_event(event, time.perf_counter())
         kind = event.get("type", "")
-        for waiter in list(self._waiters):
-            wanted, future = waiter
-            if wanted == kind and not future.done():
-                future.set_result(event)
-                self._waiters.remove(waiter)
+        self._waiters.resolve(event)
         if kind == "error":
             err = event.get("error") or {}
             self.errors.publish(
@@ -618,14 +614,10 @@ class BrowserCall(anywidget.AnyWidget):
 
     # -- waiting --------------------------------------------------------------------------
     def _expect(self, kind: str) -> asyncio.Future[dict[str, Any]]:
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiters.append((kind, future))
-        return future
+        return self._waiters.expect(kind)
 
     def _cancel_waiters(self) -> None:
-        for _, future in self._waiters:
-            future.cancel()
-        self._waiters.clear()
+        self._waiters.cancel_all()
 
     async def wait_for(self, event_type: str, timeout: float = 30.0) -> dict[str, Any]:
         """The next server event of this type, as the browser received it."""
@@ -633,17 +625,7 @@ class BrowserCall(anywidget.AnyWidget):
 
     async def wait_for_state(self, *states: ConnectionState, timeout: float = 30.0) -> StateChange:
         """The next transition into one of ``states``."""
-        future: asyncio.Future[StateChange] = asyncio.get_running_loop().create_future()
-
-        def check(change: StateChange) -> None:
-            if change.state in states and not future.done():
-                future.set_result(change)
-
-        unsubscribe = self.states.on(check)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            unsubscribe()
+        return await next_value(self.states, lambda change: change.state in states, timeout)
 
     # -- client events (the browser sends them on its data channel or WebSocket) -----------
     def send(self, event: dict[str, Any]) -> None:
