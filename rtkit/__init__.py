@@ -17,6 +17,7 @@ from rtkit.audio.sources import (
 )
 from rtkit.broker import Broker, BrokerSettings
 from rtkit.cache import TokenCache
+from rtkit.call import ConnectionState, LiveCall, ReconnectPolicy, StateChange, TransportChoice
 from rtkit.emulator import Emulator, EmulatorConfig
 from rtkit.errors import (
     AudioUnavailableError,
@@ -40,7 +41,7 @@ from rtkit.events import Broadcast
 from rtkit.keys import BrokerKeys, IssuerKeys, KeyProvider, StaticKey
 from rtkit.metrics import ConnectRecord, SessionMetrics, TurnRecord
 from rtkit.schema import RealtimeSessionConfig
-from rtkit.session import ConnectionState, RealtimeSession, ReconnectPolicy, StateChange
+from rtkit.session import RealtimeSession
 from rtkit.tokens import EphemeralKey, TokenIssuer
 
 __version__ = "0.1.0"
@@ -63,6 +64,7 @@ __all__ = [
     "KeyProvider",
     "Level",
     "LevelMeter",
+    "LiveCall",
     "MicrophoneDeniedError",
     "MicrophoneSource",
     "MicrophoneUnavailableError",
@@ -89,6 +91,7 @@ __all__ = [
     "TokenExpiredError",
     "TokenIssuer",
     "ToneSource",
+    "TransportChoice",
     "TurnRecord",
     "UpstreamError",
     "WavFileSource",

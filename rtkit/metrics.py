@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtkit.events import Broadcast
+from rtkit.events import Broadcast, next_value
 
 __all__ = ["ConnectRecord", "SessionMetrics", "TurnRecord"]
 
@@ -124,6 +124,13 @@ class SessionMetrics:
     def _ms(turn: TurnRecord, now: float) -> float:
         assert turn._speech_end is not None
         return round((now - turn._speech_end) * 1000, 1)
+
+    async def wait_for_turns(self, count: int = 1, timeout: float = 30.0) -> list[TurnRecord]:
+        """Every finished turn, once there are at least ``count`` (a turn finishes when its reply has been
+        played out, which for a browser call is a little after the server's last event)."""
+        if len(self.turns) < count:
+            await next_value(self.records, lambda _: len(self.turns) >= count, timeout)
+        return list(self.turns)
 
     # -- export ---------------------------------------------------------------------------
     def to_records(self) -> list[dict[str, Any]]:

@@ -11,75 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
-import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
 from pydantic import BaseModel
 
 from rtkit.audio.base import AudioSink, AudioSource
-from rtkit.audio.meter import Level, LevelMeter
 from rtkit.audio.pcm import PCM
-from rtkit.errors import (
-    AuthenticationError,
-    ConfigurationError,
-    InvalidRequestError,
-    NetworkLostError,
-    RealtimeAPIError,
-    RtkitError,
-    TokenExpiredError,
-    WebRTCUnavailableError,
-)
-from rtkit.events import Broadcast, EventWaiters, next_value
+from rtkit.call import CallCore, ConnectionState, LiveCall, ReconnectPolicy, StateChange, TransportChoice
+from rtkit.errors import NetworkLostError, RtkitError, TokenExpiredError, WebRTCUnavailableError
 from rtkit.keys import KeyProvider, as_provider
-from rtkit.metrics import ConnectRecord, SessionMetrics
-from rtkit.tokens import OPENAI_BASE_URL, EphemeralKey
+from rtkit.metrics import ConnectRecord
+from rtkit.tokens import OPENAI_BASE_URL
 from rtkit.transports.base import Transport, TransportCallbacks
 from rtkit.transports.webrtc import WebRTCTransport
 from rtkit.transports.websocket import WebSocketTransport
 
-__all__ = ["ConnectionState", "RealtimeSession", "ReconnectPolicy", "StateChange"]
+__all__ = ["ConnectionState", "RealtimeSession", "ReconnectPolicy", "StateChange", "TransportChoice"]
 
 log = logging.getLogger("rtkit.session")
-
-ConnectionState = Literal["connecting", "connected", "disconnected", "failed"]
-TransportChoice = Literal["webrtc", "websocket", "auto"]
-
-
-@dataclass(frozen=True)
-class StateChange:
-    """One transition; ``attempt`` is 0 for the first connection and counts reconnections after it."""
-
-    state: ConnectionState
-    previous: ConnectionState
-    attempt: int = 0
-    reason: str | None = None
-    error: RtkitError | None = None
-    transport: str | None = None
-    at: float = field(default_factory=time.time)
-
-
-@dataclass(frozen=True)
-class ReconnectPolicy:
-    """How hard to try after a live connection drops: exponential backoff with jitter, bounded."""
-
-    max_attempts: int = 5
-    initial_delay: float = 0.5
-    max_delay: float = 8.0
-    #: Each delay is scaled by a random factor in [1 - jitter, 1 + jitter], so a classroom of clients
-    #: that lost the network together does not come back in lockstep.
-    jitter: float = 0.2
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.max_delay, self.initial_delay * 2.0 ** (attempt - 1))
-        return max(0.0, base * random.uniform(1 - self.jitter, 1 + self.jitter))
 
 
 class _Resampler:
@@ -98,8 +53,11 @@ class _Resampler:
         return np.concatenate(out).astype(np.int16) if out else np.zeros(0, dtype=np.int16)
 
 
-class RealtimeSession:
-    """A conversation with the Realtime API (or the emulator: only ``base_url`` differs)."""
+class RealtimeSession(CallCore):
+    """A conversation with the Realtime API (or the emulator: only ``base_url`` differs), audio in the kernel."""
+
+    _log_name = "session"
+    _logger = log
 
     def __init__(
         self,
@@ -116,60 +74,27 @@ class RealtimeSession:
         model: str = "gpt-realtime",
         jitter_packets: int | None = None,
     ) -> None:
-        if transport not in ("webrtc", "websocket", "auto"):
-            raise ConfigurationError(f"Unknown transport {transport!r}.", hint="use 'webrtc', 'websocket' or 'auto'")
-        self._keys = as_provider(keys)
-        self.config: dict[str, Any] | None = (
-            config.model_dump(exclude_none=True, mode="json") if isinstance(config, BaseModel) else config
+        self._init_core(
+            as_provider(keys),
+            config.model_dump(exclude_none=True, mode="json") if isinstance(config, BaseModel) else config,
+            transport,
+            reconnect,
+            connect_timeout,
         )
         self.base_url = base_url.rstrip("/")
         self.source = source
         self.sink = sink
-        self.transport_choice: TransportChoice = transport
-        self.reconnect_policy = reconnect if reconnect is not None else ReconnectPolicy()
         self.ice_servers = ice_servers
-        self.connect_timeout = connect_timeout
         #: Packets of look-ahead in the WebRTC receive jitter buffer (default: 1 on loopback, else 2).
         self.jitter_packets = jitter_packets
         self.model = (self.config or {}).get("model", model)
-
-        self.states: Broadcast[StateChange] = Broadcast()
-        self.events: Broadcast[dict[str, Any]] = Broadcast(maxsize=5000)
-        self.errors: Broadcast[RealtimeAPIError] = Broadcast()
-        self.input_meter = LevelMeter("input")
-        self.output_meter = LevelMeter("output")
-        self.metrics = SessionMetrics()
-        self.key: EphemeralKey | None = None
         self.transport: Transport | None = None
-
-        self._state: ConnectionState = "disconnected"
-        self._closing = False
         self._audio_started = False
-        self._waiters = EventWaiters()
-        self._reconnect_task: asyncio.Task[None] | None = None
         self._out_resampler: _Resampler | None = None
 
-    # -- observable state -------------------------------------------------------------------
     @property
-    def state(self) -> ConnectionState:
-        return self._state
-
-    @property
-    def levels(self) -> Broadcast[Level]:
-        """Input levels; ``output_levels`` for the model's voice."""
-        return self.input_meter.levels
-
-    @property
-    def output_levels(self) -> Broadcast[Level]:
-        return self.output_meter.levels
-
-    def _set_state(
-        self, state: ConnectionState, *, attempt: int = 0, reason: str | None = None, error: RtkitError | None = None
-    ) -> None:
-        previous, self._state = self._state, state
-        change = StateChange(state, previous, attempt, reason, error, self.transport.name if self.transport else None)
-        log.info("session %s → %s%s", previous, state, f" ({reason})" if reason else "")
-        self.states.publish(change)
+    def transport_name(self) -> str | None:
+        return self.transport.name if self.transport else None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -202,6 +127,21 @@ class RealtimeSession:
                 if part is not None:
                     await part.close()
 
+    async def disconnect(self) -> None:
+        """The same as ``close()``: the name ``BrowserCall`` uses too (``LiveCall``)."""
+        await self.close()
+
+    async def check_microphone(self) -> None:
+        """Open and close the kernel's default microphone: raises ``MicrophoneUnavailableError`` (or
+        ``MicrophoneDeniedError``) with a hint when this machine has none or may not use it."""
+        from rtkit.audio.sources import MicrophoneSource
+
+        microphone = MicrophoneSource()
+        try:
+            await microphone.start()
+        finally:
+            await microphone.close()
+
     async def __aenter__(self) -> RealtimeSession:
         await self.connect()
         return self
@@ -224,7 +164,7 @@ class RealtimeSession:
 
     def _make(self, kind: str) -> Transport:
         callbacks = TransportCallbacks(
-            on_event=self._on_event, on_audio=self._on_audio, on_closed=self._on_closed, on_input=self._on_input
+            on_event=self._receive, on_audio=self._on_audio, on_closed=self._on_closed, on_input=self._on_input
         )
         if kind == "webrtc":
             return WebRTCTransport(
@@ -237,13 +177,6 @@ class RealtimeSession:
                 output_rate=self.sink.sample_rate if self.sink else 24_000,
             )
         return WebSocketTransport(self.base_url, callbacks, model=self.model, connect_timeout=self.connect_timeout)
-
-    async def _mint(self, record: ConnectRecord) -> EphemeralKey | str:
-        started = time.perf_counter()
-        key = await self._keys()
-        record.mint_ms = round((time.perf_counter() - started) * 1000, 2)
-        self.key = key if isinstance(key, EphemeralKey) else None
-        return key
 
     async def _establish(self, attempt: int) -> None:
         self._set_state("connecting", attempt=attempt)
@@ -265,21 +198,11 @@ class RealtimeSession:
         except RtkitError as exc:
             self._record_failure(record, started, exc)
             raise
-        record.total_ms = round((time.perf_counter() - started) * 1000, 2)
-        record.ok = True
-        self.metrics.connected(record)
-        self._set_state("connected", attempt=attempt)
+        self._record_success(record, started, attempt)
 
-    def _record_failure(self, record: ConnectRecord, started: float, exc: RtkitError) -> None:
-        self._cancel_waiters()
-        record.total_ms = round((time.perf_counter() - started) * 1000, 2)
-        record.error = exc.code
-        self.metrics.connected(record)
-
-    async def _open_transport(self, key: EphemeralKey | str, record: ConnectRecord) -> None:
+    async def _open_transport(self, value: str, record: ConnectRecord) -> None:
         order = self._order()
         refreshed = False
-        value = key.value if isinstance(key, EphemeralKey) else key
         index = 0
         while index < len(order):
             kind = order[index]
@@ -290,13 +213,12 @@ class RealtimeSession:
             except TokenExpiredError:
                 # One fresh mint, not a loop: a provider that hands back the same dead key is a real failure.
                 fresh = await self._mint(record)
-                fresh_value = fresh.value if isinstance(fresh, EphemeralKey) else fresh
-                if refreshed or fresh_value == value:
+                if refreshed or fresh == value:
                     raise TokenExpiredError(
                         "The key provider returned an expired key.",
                         hint="a fixed key cannot reconnect after it expires; use a broker or an issuer",
                     ) from None
-                refreshed, value = True, fresh_value
+                refreshed, value = True, fresh
                 continue
             except WebRTCUnavailableError as exc:
                 if index + 1 < len(order):
@@ -312,58 +234,7 @@ class RealtimeSession:
             record.connected_ms, record.channel_open_ms = timings.connected_ms, timings.channel_open_ms
             return
 
-    async def _apply_config(self) -> None:
-        assert self.config is not None
-        updated = self._expect("session.updated")
-        failed = self._expect("error")
-        self.send(
-            {
-                "type": "session.update",
-                "event_id": "rtkit_session_config",
-                "session": {"type": "realtime", **self.config},
-            }
-        )
-        done, _ = await asyncio.wait(
-            {updated, failed}, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        for future in (updated, failed):
-            if future not in done:
-                future.cancel()
-        if failed in done:
-            err = failed.result()["error"]
-            raise InvalidRequestError(
-                f"The session config was refused: {err.get('message')}",
-                hint=f"check {err.get('param')}" if err.get("param") else None,
-            )
-        if not done:
-            raise NetworkLostError("The Realtime API did not confirm the session config in time.")
-
     # -- transport callbacks ----------------------------------------------------------------
-    def _on_event(self, event: dict[str, Any]) -> None:
-        now = time.perf_counter()
-        self.metrics.server_event(event, now)
-        kind = event.get("type", "")
-        self._waiters.resolve(event)
-        if kind == "error":
-            err = event.get("error") or {}
-            self.errors.publish(
-                RealtimeAPIError(
-                    err.get("message", "error"),
-                    api_code=err.get("code"),
-                    api_type=err.get("type"),
-                    param=err.get("param"),
-                    event_id=err.get("event_id"),
-                )
-            )
-        elif kind == "response.done" and event.get("response", {}).get("status") == "failed":
-            err = (event["response"].get("status_details") or {}).get("error") or {}
-            self.errors.publish(
-                RealtimeAPIError(
-                    err.get("message", "The response failed."), api_code=err.get("code"), api_type=err.get("type")
-                )
-            )
-        self.events.publish(event)
-
     def _on_audio(self, pcm: PCM, rate: int) -> None:
         level = self.output_meter.measure(pcm)
         self.metrics.output_audio(level.rms_dbfs, pcm.size, rate)
@@ -379,52 +250,11 @@ class RealtimeSession:
     def _on_closed(self, error: RtkitError | None) -> None:
         if self._closing:
             return
-        self._cancel_waiters()
-        reason = str(error) if error else "the server closed the connection"
-        self._set_state("disconnected", reason=reason, error=error)
-        if self.reconnect_policy.max_attempts > 0:
-            self._reconnect_task = asyncio.ensure_future(self._reconnect(error))
-        else:
-            self._set_state("failed", reason=reason, error=error)
+        self._lost(error, str(error) if error else "the server closed the connection")
 
-    async def _reconnect(self, cause: RtkitError | None) -> None:
-        last: RtkitError | None = cause
-        policy = self.reconnect_policy
-        for attempt in range(1, policy.max_attempts + 1):
-            await asyncio.sleep(policy.delay(attempt))
-            if self._closing:
-                return
-            if self.transport is not None:
-                await self.transport.close()
-            try:
-                await self._establish(attempt)
-                return
-            except AuthenticationError as exc:  # a refused key will not get better by retrying
-                last = exc
-                break
-            except RtkitError as exc:
-                last = exc
-                self._set_state("disconnected", attempt=attempt, reason=str(exc), error=exc)
-        error = NetworkLostError(
-            f"Unable to reconnect after {policy.max_attempts} attempts: {last}",
-            hint="check the network and the Realtime API status, then connect again",
-        )
-        self._set_state("failed", attempt=policy.max_attempts, reason=str(error), error=error)
-
-    # -- waiting --------------------------------------------------------------------------
-    def _expect(self, kind: str) -> asyncio.Future[dict[str, Any]]:
-        return self._waiters.expect(kind)
-
-    def _cancel_waiters(self) -> None:
-        self._waiters.cancel_all()
-
-    async def wait_for(self, event_type: str, timeout: float = 30.0) -> dict[str, Any]:
-        """The next server event of this type."""
-        return await asyncio.wait_for(self._expect(event_type), timeout)
-
-    async def wait_for_state(self, *states: ConnectionState, timeout: float = 30.0) -> StateChange:
-        """The next transition into one of ``states``."""
-        return await next_value(self.states, lambda change: change.state in states, timeout)
+    async def _before_attempt(self) -> None:
+        if self.transport is not None:
+            await self.transport.close()
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         async for event in self.events:
@@ -437,33 +267,11 @@ class RealtimeSession:
             raise NetworkLostError("The session is not connected.", hint="await session.connect() first")
         self.transport.send(event)
 
-    def _notice(self, kind: str, **fields: Any) -> None:
-        """An event of rtkit's own (``rtkit.*``) on the same stream as the server's."""
-        self.events.publish({"type": kind, **fields})
-
-    def update_session(self, **fields: Any) -> None:
-        """Change the session config now, and on every reconnection after."""
-        self.config = {**copy.deepcopy(self.config or {}), **fields}
-        self.send({"type": "session.update", "session": {"type": "realtime", **fields}})
-
-    def send_text(self, text: str, *, respond: bool = True) -> None:
-        """Add a user message; ``respond`` asks for an answer right away."""
-        self.send(
-            {
-                "type": "conversation.item.create",
-                "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
-            }
-        )
-        if respond:
-            self.create_response()
-
-    def create_response(self, **params: Any) -> None:
-        self.send({"type": "response.create", **({"response": params} if params else {})})
-
-    def cancel_response(self) -> None:
-        self.send({"type": "response.cancel"})
-
     def clear_output_audio(self) -> None:
         """Barge-in by hand: stop the model's voice now (WebRTC) and cancel what is still being generated."""
         if self.transport is not None and self.transport.name == "webrtc":
             self.send({"type": "output_audio_buffer.clear"})
+
+
+if TYPE_CHECKING:  # mypy checks the session against the protocol that plots and panels are written for
+    _session_shape: type[LiveCall] = RealtimeSession

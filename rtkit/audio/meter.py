@@ -46,7 +46,10 @@ class LevelMeter:
 
     def measure(self, pcm: PCM) -> Level:
         rms, peak = level_dbfs(pcm)
-        level = Level(t=time.monotonic(), rms_dbfs=rms, peak_dbfs=peak, direction=self.direction)
+        return self.record(Level(t=time.monotonic(), rms_dbfs=rms, peak_dbfs=peak, direction=self.direction))
+
+    def record(self, level: Level) -> Level:
+        """Publish a level measured elsewhere (by a browser, say) as if this meter had measured it."""
         self.last = level
         self.levels.publish(level)
         return level

@@ -41,9 +41,19 @@ class CallsCors:
 
     def __init__(self, app: ASGIApp, origins: list[str]) -> None:
         self.app = app
-        self.cors = CORSMiddleware(
-            app,
-            allow_origins=origins,
+        self.origins = list(origins)
+        self.cors = self._build()
+
+    def allow(self, origin: str) -> None:
+        """Open ``/calls`` to one more origin, from now on."""
+        if origin not in self.origins:
+            self.origins.append(origin)
+            self.cors = self._build()
+
+    def _build(self) -> CORSMiddleware:
+        return CORSMiddleware(
+            self.app,
+            allow_origins=list(self.origins),
             allow_methods=["POST"],
             allow_headers=["*"],
             expose_headers=["Location", "Retry-After"],

@@ -50,7 +50,8 @@ class Emulator:
         self.server_events: deque[dict[str, Any]] = deque(maxlen=20_000)
         self.event_hooks: list[EventHook] = []
         self.app = build_app(self)
-        self.asgi = CallsCors(self.app, self.config.cors_origins) if self.config.cors_origins else self.app
+        self.cors = CallsCors(self.app, self.config.cors_origins)
+        self.asgi = self.cors
         self._server = LoopServer(self.asgi, self.config.host, self.config.port, what="emulator")
         self._tasks: set[asyncio.Future[Any]] = set()
         loopback = self.config.loopback_ice
@@ -77,6 +78,14 @@ class Emulator:
     @property
     def websocket_url(self) -> str:
         return self.base_url.replace("http://", "ws://", 1)
+
+    def allow_origin(self, origin: str) -> None:
+        """Let browser pages from ``origin`` POST ``/realtime/calls`` (CORS), as ``cors_origins`` does at start.
+
+        For a notebook whose page origin is only known once the page shows a widget (``BrowserCall``)."""
+        if not origin.startswith(("http://", "https://")):
+            raise ValueError(f"not a web origin: {origin!r}")
+        self.cors.allow(origin.rstrip("/"))
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> Emulator:

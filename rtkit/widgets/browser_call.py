@@ -20,87 +20,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import anywidget
 import httpx
 import traitlets
 from pydantic import BaseModel
 
-from rtkit.audio.meter import Direction, Level, LevelMeter
+from rtkit.audio.meter import Direction, Level
+from rtkit.call import CallCore, LiveCall, ReconnectPolicy, StateChange, TransportChoice
 from rtkit.errors import (
-    AudioUnavailableError,
     AuthenticationError,
     ConfigurationError,
     InvalidRequestError,
     MicrophoneDeniedError,
     MicrophoneUnavailableError,
     NetworkLostError,
-    QuotaExceededError,
-    RateLimitedError,
-    RealtimeAPIError,
     RtkitError,
     TokenExpiredError,
     UpstreamError,
     WebRTCUnavailableError,
 )
-from rtkit.events import Broadcast, EventWaiters, next_value
+from rtkit.events import Broadcast
 from rtkit.keys import KeyProvider, as_provider
-from rtkit.metrics import ConnectRecord, SessionMetrics
-from rtkit.session import ConnectionState, RealtimeSession, ReconnectPolicy, StateChange, TransportChoice
-from rtkit.tokens import OPENAI_BASE_URL, EphemeralKey
+from rtkit.metrics import VOICED_DBFS, ConnectRecord
+from rtkit.tokens import OPENAI_BASE_URL
 from rtkit.transports.base import refusal
 from rtkit.widgets._ui import spawn
 
-__all__ = ["BrowserCall", "CallStats", "LiveCall"]
+__all__ = ["BrowserCall", "CallStats"]
 
 log = logging.getLogger("rtkit.widgets.browser_call")
 
 STATIC = Path(__file__).parent / "static"
-
-
-class LiveCall(Protocol):
-    """What plots, panels and lesson code may rely on, whether the call runs in the kernel
-    (``RealtimeSession``) or in the notebook's browser tab (``BrowserCall``)."""
-
-    states: Broadcast[StateChange]
-    events: Broadcast[dict[str, Any]]
-    errors: Broadcast[RealtimeAPIError]
-    input_meter: LevelMeter
-    output_meter: LevelMeter
-    metrics: SessionMetrics
-
-    @property
-    def state(self) -> ConnectionState: ...
-
-    @property
-    def levels(self) -> Broadcast[Level]: ...
-
-    @property
-    def output_levels(self) -> Broadcast[Level]: ...
-
-    async def connect(self) -> None: ...
-
-    def send(self, event: dict[str, Any]) -> None: ...
-
-    def update_session(self, **fields: Any) -> None: ...
-
-    def send_text(self, text: str, *, respond: bool = True) -> None: ...
-
-    def create_response(self, **params: Any) -> None: ...
-
-    def cancel_response(self) -> None: ...
-
-    async def wait_for(self, event_type: str, timeout: float = 30.0) -> dict[str, Any]: ...
-
-    async def wait_for_state(self, *states: ConnectionState, timeout: float = 30.0) -> StateChange: ...
 
 
 @dataclass(frozen=True)
@@ -140,14 +99,17 @@ _BROWSER_ERRORS: dict[str, type[RtkitError]] = {
     "invalid_request": InvalidRequestError,
 }
 
-#: Failures that another attempt with a fresh key will not cure: stop reconnecting at once.
-_HOPELESS = (AuthenticationError, AudioUnavailableError, QuotaExceededError, ConfigurationError)
-
 #: The browser measures levels over 2048-sample windows at 48 kHz; the metrics count reply length in samples.
 _BROWSER_RATE = 48_000
+#: Events after which the server sends no more of a reply; the browser may still be playing it.
+_REPLY_ENDS = ("response.done", "output_audio_buffer.stopped", "output_audio_buffer.cleared")
+#: The reply has been heard once the browser's output stays below speech level this long after the server's
+#: word (a few level readings; the jitter buffer holds 40..150 ms); never wait longer than the maximum.
+_PLAYOUT_QUIET_S = 0.25
+_PLAYOUT_MAX_S = 30.0
 
 
-class BrowserCall(anywidget.AnyWidget):
+class BrowserCall(CallCore, anywidget.AnyWidget):
     """A Realtime call made by the notebook's browser tab, driven and observed from the kernel.
 
     ``await call.connect()`` mints a key with ``key_provider`` (any ``async () -> EphemeralKey | str``),
@@ -185,36 +147,27 @@ class BrowserCall(anywidget.AnyWidget):
         reconnect: ReconnectPolicy | None = None,
         connect_timeout: float = 30.0,
         frontend_timeout: float = 10.0,
+        on_frontend: Callable[[str], None] | None = None,
     ) -> None:
-        if transport not in ("webrtc", "websocket", "auto"):
-            raise ConfigurationError(f"Unknown transport {transport!r}.", hint="use 'webrtc', 'websocket' or 'auto'")
-        self._keys = as_provider(key_provider)
-        self.config: dict[str, Any] | None = (
-            config.model_dump(exclude_none=True, mode="json") if isinstance(config, BaseModel) else config
+        self._init_core(
+            as_provider(key_provider),
+            config.model_dump(exclude_none=True, mode="json") if isinstance(config, BaseModel) else config,
+            transport,
+            reconnect,
+            connect_timeout,
         )
         super().__init__(
             _call_id=secrets.token_hex(8),
             base_url=base_url.rstrip("/"),
             model=(self.config or {}).get("model", model),
         )
-        self.transport_choice: TransportChoice = transport
-        self.reconnect_policy = reconnect if reconnect is not None else ReconnectPolicy()
-        self.connect_timeout = connect_timeout
         self.frontend_timeout = frontend_timeout
-
-        self.states: Broadcast[StateChange] = Broadcast()
-        self.events: Broadcast[dict[str, Any]] = Broadcast(maxsize=5000)
-        self.errors: Broadcast[RealtimeAPIError] = Broadcast()
+        #: Told the origin of each page that shows the widget (``https://hub.example.org``) before it makes
+        #: calls: ``rtkit.lab`` uses it to open the emulator's CORS to that page, and to nothing else.
+        self.on_frontend = on_frontend
         self.stats: Broadcast[CallStats] = Broadcast()
-        self.input_meter = LevelMeter("input")
-        self.output_meter = LevelMeter("output")
-        self.metrics = SessionMetrics()
-        #: The last key handed to the browser (its ``repr`` shows only a fingerprint).
-        self.key: EphemeralKey | None = None
         self.last_stats: CallStats | None = None
 
-        self._state: ConnectionState = "disconnected"
-        self._closing = False
         self._note = ""
         #: The browser page (one model instance in one tab) that makes the calls; the latest to say hello.
         self._frontend: str | None = None
@@ -222,52 +175,44 @@ class BrowserCall(anywidget.AnyWidget):
         self._attempt_id = 0
         self._live_attempt = 0
         self._pending: asyncio.Future[dict[str, Any]] | None = None
-        self._waiters = EventWaiters()
-        self._reconnect_task: asyncio.Task[None] | None = None
+        self._probes: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        #: Turn-ending events held back from the metrics until the browser has played the reply out.
+        self._playout: list[tuple[dict[str, Any], float]] = []
+        self._playout_timer: asyncio.TimerHandle | None = None
+        self._last_voiced_output = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         #: The loop the notebook's cells run on (known once a cell constructs or connects the call).
         self._loop = _running_loop()
         self.on_msg(self._on_browser_message)
 
+    _log_name = "browser call"
+    _logger = log
+
     # -- observable state (the same shapes as RealtimeSession) ------------------------------
     @property
-    def state(self) -> ConnectionState:
-        return self._state
-
-    @property
-    def levels(self) -> Broadcast[Level]:
-        """Microphone levels measured in the browser; ``output_levels`` for the model's voice."""
-        return self.input_meter.levels
-
-    @property
-    def output_levels(self) -> Broadcast[Level]:
-        return self.output_meter.levels
+    def transport_name(self) -> str | None:
+        return self.transport or None
 
     @property
     def frontend_connected(self) -> bool:
         """Whether a browser page showing this widget has said hello."""
         return self._frontend is not None
 
-    def _set_state(
-        self, state: ConnectionState, *, attempt: int = 0, reason: str | None = None, error: RtkitError | None = None
-    ) -> None:
-        previous, self._state = self._state, state
-        change = StateChange(state, previous, attempt, reason, error, self.transport or None)
-        log.info("browser call %s → %s%s", previous, state, f" ({reason})" if reason else "")
+    def _state_changed(self, change: StateChange) -> None:
+        state, error, reason = change.state, change.error, change.reason
         self.status = state
         if state == "failed":
             self._post({"kind": "hangup"})  # releases the microphone: its light should not stay on
             self._show(str(error) if error else reason or "The call failed.", "error")
         elif state == "disconnected" and reason and not self._closing:
             self._show(f"Connection lost: {reason} Reconnecting with a fresh key…", "info")
-        elif state == "connecting" and attempt:
-            self._show(f"Reconnecting (attempt {attempt} of {self.reconnect_policy.max_attempts})…", "info")
+        elif state == "connecting" and change.attempt:
+            self._show(f"Reconnecting (attempt {change.attempt} of {self.reconnect_policy.max_attempts})…", "info")
         elif state == "connected":
             # What stays on show once connected: a note from the browser (such as a transport fallback).
             self._show(self._note, "info")
         else:
             self._show("")
-        self.states.publish(change)
 
     def _show(self, text: str, kind: str = "") -> None:
         self.message, self.message_kind = text, kind if text else ""
@@ -308,6 +253,30 @@ class BrowserCall(anywidget.AnyWidget):
             self._post({"kind": "hangup"})
         super().close()
 
+    async def check_microphone(self) -> None:
+        """Ask the browser page for its microphone, as a call would: raises ``MicrophoneDeniedError`` (the
+        participant or a policy blocked it) or ``MicrophoneUnavailableError`` (none, or not a secure page)
+        with a hint, and leaves a microphone that was not in use closed again."""
+        self._loop = asyncio.get_running_loop()
+        await self._wait_for_frontend()
+        probe = len(self._probes) + self._attempt_id + 1
+        while probe in self._probes:
+            probe += 1
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._probes[probe] = future
+        self._post({"kind": "probe_microphone", "probe": probe, "frontend": self._frontend})
+        try:
+            report = await asyncio.wait_for(future, self.connect_timeout)
+        except TimeoutError:
+            raise MicrophoneUnavailableError(
+                f"The browser did not answer about its microphone within {self.connect_timeout:g} s.",
+                hint="a permission prompt may be waiting in the browser: allow or block the microphone there",
+            ) from None
+        finally:
+            self._probes.pop(probe, None)
+        if not report.get("ok"):
+            raise self._error_from_browser(report)
+
     async def _stop_reconnecting(self) -> None:
         task = self._reconnect_task
         if task and not task.done() and task is not asyncio.current_task():
@@ -327,13 +296,6 @@ class BrowserCall(anywidget.AnyWidget):
                 f"No browser page is showing this widget (waited {self.frontend_timeout:g} s).",
                 hint="display it (end a cell with `call`) in JupyterLab or Notebook 7, then connect again",
             ) from None
-
-    async def _mint(self, record: ConnectRecord) -> str:
-        started = time.perf_counter()
-        key = await self._keys()
-        record.mint_ms = round((time.perf_counter() - started) * 1000, 2)
-        self.key = key if isinstance(key, EphemeralKey) else None
-        return key.value if isinstance(key, EphemeralKey) else key
 
     async def _establish(self, attempt: int) -> None:
         self._set_state("connecting", attempt=attempt)
@@ -361,16 +323,7 @@ class BrowserCall(anywidget.AnyWidget):
         except RtkitError as exc:
             self._record_failure(record, started, exc)
             raise
-        record.total_ms = round((time.perf_counter() - started) * 1000, 2)
-        record.ok = True
-        self.metrics.connected(record)
-        self._set_state("connected", attempt=attempt)
-
-    def _record_failure(self, record: ConnectRecord, started: float, exc: RtkitError) -> None:
-        self._cancel_waiters()
-        record.total_ms = round((time.perf_counter() - started) * 1000, 2)
-        record.error = exc.code
-        self.metrics.connected(record)
+        self._record_success(record, started, attempt)
 
     async def _open_with_one_fresh_key(self, record: ConnectRecord) -> dict[str, Any]:
         """Open the browser's call; a key the API refuses (expired on the way) earns one fresh key, not a loop:
@@ -419,68 +372,11 @@ class BrowserCall(anywidget.AnyWidget):
     def _abandon_attempt(self) -> None:
         self._post({"kind": "hangup", "attempt": self._attempt_id})
 
-    async def _apply_config(self) -> None:
-        assert self.config is not None
-        updated, failed = self._expect("session.updated"), self._expect("error")
-        self.send(
-            {
-                "type": "session.update",
-                "event_id": "rtkit_session_config",
-                "session": {"type": "realtime", **self.config},
-            }
-        )
-        done, _ = await asyncio.wait(
-            {updated, failed}, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        for future in (updated, failed):
-            if future not in done:
-                future.cancel()
-        if failed in done:
-            err = failed.result()["error"]
-            raise InvalidRequestError(
-                f"The session config was refused: {err.get('message')}",
-                hint=f"check {err.get('param')}" if err.get("param") else None,
-            )
-        if not done:
-            raise NetworkLostError("The Realtime API did not confirm the session config in time.")
-
     def _on_lost(self, error: RtkitError) -> None:
         if self._closing or self._state != "connected":
             return
-        self._cancel_waiters()
-        self._set_state("disconnected", reason=error.message, error=error)
-        if self.reconnect_policy.max_attempts > 0:
-            self._reconnect_task = asyncio.ensure_future(self._reconnect(error))
-        else:
-            self._set_state("failed", reason=error.message, error=error)
-
-    async def _reconnect(self, cause: RtkitError | None) -> None:
-        """A fresh key per attempt (the old one may be what failed), exponential backoff with jitter, and the
-        server's ``Retry-After`` honoured when it is longer."""
-        last: RtkitError | None = cause
-        policy = self.reconnect_policy
-        for attempt in range(1, policy.max_attempts + 1):
-            wait = policy.delay(attempt)
-            if isinstance(last, RateLimitedError) and last.retry_after:
-                wait = max(wait, last.retry_after)
-            await asyncio.sleep(wait)
-            if self._closing:
-                return
-            try:
-                await self._establish(attempt)
-                return
-            except _HOPELESS as exc:
-                last = exc
-                self._set_state("failed", attempt=attempt, reason=str(exc), error=exc)
-                return
-            except RtkitError as exc:
-                last = exc
-                self._set_state("disconnected", attempt=attempt, reason=exc.message, error=exc)
-        error = NetworkLostError(
-            f"Unable to reconnect after {policy.max_attempts} attempts: {last}",
-            hint="check the network and the Realtime API status, then connect again",
-        )
-        self._set_state("failed", attempt=policy.max_attempts, reason=str(error), error=error)
+        self._flush_playout()
+        self._lost(error, error.message)
 
     # -- messages from the browser --------------------------------------------------------
     def _on_browser_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
@@ -498,7 +394,7 @@ class BrowserCall(anywidget.AnyWidget):
             return
         kind = content.get("kind")
         if kind == "hello":
-            self._on_hello(str(content.get("frontend")))
+            self._on_hello(str(content.get("frontend")), content.get("origin"))
             return
         if content.get("frontend") != self._frontend:
             return  # from a page that no longer makes the calls (an older tab)
@@ -511,6 +407,10 @@ class BrowserCall(anywidget.AnyWidget):
             self.stats.publish(self.last_stats)
         elif kind in ("opened", "failed", "lost"):
             self._on_attempt_report(kind, content)
+        elif kind == "microphone":
+            future = self._probes.get(content.get("probe", -1))
+            if future is not None and not future.done():
+                future.set_result(content)
         elif kind == "notice":
             self.events.publish({key: value for key, value in content.items() if key not in ("kind", "message")})
             if content.get("message"):
@@ -522,7 +422,12 @@ class BrowserCall(anywidget.AnyWidget):
         elif kind == "action":
             self._on_button(str(content.get("action")))
 
-    def _on_hello(self, frontend: str) -> None:
+    def _on_hello(self, frontend: str, origin: Any) -> None:
+        if self.on_frontend is not None and isinstance(origin, str) and origin:
+            try:
+                self.on_frontend(origin)
+            except Exception:  # a page this kernel does not want to serve still gets the API's own answer
+                log.exception("on_frontend refused the page origin %r", origin)
         previous, self._frontend = self._frontend, frontend
         if self._frontend_ready is not None:
             self._frontend_ready.set()
@@ -571,28 +476,39 @@ class BrowserCall(anywidget.AnyWidget):
         task.add_done_callback(self._tasks.discard)
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        self.metrics.server_event(event, time.perf_counter())
-        kind = event.get("type", "")
-        self._waiters.resolve(event)
-        if kind == "error":
-            err = event.get("error") or {}
-            self.errors.publish(
-                RealtimeAPIError(
-                    err.get("message", "error"),
-                    api_code=err.get("code"),
-                    api_type=err.get("type"),
-                    param=err.get("param"),
-                    event_id=err.get("event_id"),
-                )
-            )
-        elif kind == "response.done" and event.get("response", {}).get("status") == "failed":
-            err = (event["response"].get("status_details") or {}).get("error") or {}
-            self.errors.publish(
-                RealtimeAPIError(
-                    err.get("message", "The response failed."), api_code=err.get("code"), api_type=err.get("type")
-                )
-            )
-        self.events.publish(event)
+        kind = event.get("type")
+        if kind == "input_audio_buffer.speech_stopped":
+            self._flush_playout()  # a new turn starts: the last one has been heard, whatever the browser plays
+        if kind in _REPLY_ENDS:
+            # The server is done sending, but the browser still plays what its jitter buffer (WebRTC) or its
+            # queue (WebSocket) holds: for the metrics, the reply ends when the browser goes quiet.
+            self._receive(event, measure=False)
+            self._playout.append((event, time.perf_counter()))
+            self._schedule_playout_check()
+        else:
+            self._receive(event)
+
+    def _schedule_playout_check(self) -> None:
+        if self._playout_timer is None and self._loop is not None:
+            self._playout_timer = self._loop.call_later(_PLAYOUT_QUIET_S / 2, self._check_playout)
+
+    def _check_playout(self) -> None:
+        self._playout_timer = None
+        if not self._playout:
+            return
+        now = time.perf_counter()
+        arrived = self._playout[-1][1]
+        quiet_since = max(arrived, self._last_voiced_output)
+        if now - quiet_since >= _PLAYOUT_QUIET_S or now - arrived >= _PLAYOUT_MAX_S:
+            self._flush_playout()
+        else:
+            self._schedule_playout_check()
+
+    def _flush_playout(self) -> None:
+        held, self._playout = self._playout, []
+        for event, arrived in held:
+            # The last voiced reading, if the browser was still playing after the server's word; else the word.
+            self.metrics.server_event(event, max(arrived, self._last_voiced_output))
 
     def _on_levels(self, readings: list[dict[str, Any]]) -> None:
         """Readings the browser measured and sent at once, stamped on the kernel's clocks when they arrive (the
@@ -602,30 +518,15 @@ class BrowserCall(anywidget.AnyWidget):
             direction: Direction = "output" if reading.get("direction") == "output" else "input"
             rms, peak = _dbfs(reading.get("rms")), _dbfs(reading.get("peak"))
             level = Level(t=mono, rms_dbfs=rms, peak_dbfs=peak, direction=direction)
-            meter = self.input_meter if direction == "input" else self.output_meter
-            meter.last = level
-            meter.levels.publish(level)
+            (self.input_meter if direction == "input" else self.output_meter).record(level)
             if direction == "input":
                 self.metrics.input_level(rms, at=perf)
             else:
+                if rms >= VOICED_DBFS:
+                    self._last_voiced_output = perf
                 # Each reading stands for one interval of the model's voice: that is how the reply's length adds up.
                 samples = round(float(reading.get("ms") or 50) * _BROWSER_RATE / 1000)
                 self.metrics.output_audio(rms, samples, _BROWSER_RATE, at=perf)
-
-    # -- waiting --------------------------------------------------------------------------
-    def _expect(self, kind: str) -> asyncio.Future[dict[str, Any]]:
-        return self._waiters.expect(kind)
-
-    def _cancel_waiters(self) -> None:
-        self._waiters.cancel_all()
-
-    async def wait_for(self, event_type: str, timeout: float = 30.0) -> dict[str, Any]:
-        """The next server event of this type, as the browser received it."""
-        return await asyncio.wait_for(self._expect(event_type), timeout)
-
-    async def wait_for_state(self, *states: ConnectionState, timeout: float = 30.0) -> StateChange:
-        """The next transition into one of ``states``."""
-        return await next_value(self.states, lambda change: change.state in states, timeout)
 
     # -- client events (the browser sends them on its data channel or WebSocket) -----------
     def send(self, event: dict[str, Any]) -> None:
@@ -640,28 +541,6 @@ class BrowserCall(anywidget.AnyWidget):
     def _post(self, message: dict[str, Any]) -> None:
         """A custom widget message to the browser (ipywidgets' ``send``)."""
         super().send(message)
-
-    def update_session(self, **fields: Any) -> None:
-        """Change the session config now, and on every reconnection after."""
-        self.config = {**copy.deepcopy(self.config or {}), **fields}
-        self.send({"type": "session.update", "session": {"type": "realtime", **fields}})
-
-    def send_text(self, text: str, *, respond: bool = True) -> None:
-        """Add a user message; ``respond`` asks for an answer right away."""
-        self.send(
-            {
-                "type": "conversation.item.create",
-                "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
-            }
-        )
-        if respond:
-            self.create_response()
-
-    def create_response(self, **params: Any) -> None:
-        self.send({"type": "response.create", **({"response": params} if params else {})})
-
-    def cancel_response(self) -> None:
-        self.send({"type": "response.cancel"})
 
     def __repr__(self) -> str:
         return f"BrowserCall({self.base_url!r}, state={self._state!r}, transport={self.transport or None!r})"
@@ -679,6 +558,5 @@ def _dbfs(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else float("-inf")
 
 
-if TYPE_CHECKING:  # mypy checks both against the protocol
-    _session_shape: type[LiveCall] = RealtimeSession
+if TYPE_CHECKING:  # mypy checks the widget against the protocol that plots and panels are written for
     _browser_shape: type[LiveCall] = BrowserCall

@@ -9,7 +9,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from rtkit.session import RealtimeSession, StateChange
+from rtkit.call import LiveCall, StateChange
 from rtkit.widgets._ui import Throttle, error_html, light, spawn
 
 #: Events too chatty to log one by one by default (they arrive tens of times a second).
@@ -22,10 +22,11 @@ NOISY = (
 
 
 class ConnectionPanel(widgets.VBox):
-    """Everything about one session's connection. ``await panel.connect()`` / ``disconnect()`` do what the
-    buttons do; ``panel.lines`` holds the event log lines, ``panel.states`` the transitions seen."""
+    """Everything about one call's connection, whether the kernel (``RealtimeSession``) or the browser tab
+    (``BrowserCall``) holds the audio. ``await panel.connect()`` / ``disconnect()`` do what the buttons do;
+    ``panel.lines`` holds the event log lines, ``panel.states`` the transitions seen."""
 
-    def __init__(self, session: RealtimeSession, *, log_lines: int = 200, show_noisy: bool = False) -> None:
+    def __init__(self, session: LiveCall, *, log_lines: int = 200, show_noisy: bool = False) -> None:
         self.session = session
         self.states: list[StateChange] = []
         self.lines: deque[str] = deque(maxlen=log_lines)
@@ -55,14 +56,17 @@ class ConnectionPanel(widgets.VBox):
         self._buttons(session.state)
         session.states.on(self._on_state)
         session.events.on(self._on_event)
-        super().__init__(
-            [
-                widgets.HBox([self._connect, self._disconnect, self._transport, self._light, self._attempts]),
-                self._status,
-                widgets.HBox([self._filter, self._noisy]),
-                self._log,
-            ]
-        )
+        children: list[widgets.Widget] = [
+            widgets.HBox([self._connect, self._disconnect, self._transport, self._light, self._attempts]),
+            self._status,
+            widgets.HBox([self._filter, self._noisy]),
+            self._log,
+        ]
+        if isinstance(session, widgets.DOMWidget):
+            # A BrowserCall: its own view is the page's half of the call (microphone, speaker, meters), and the
+            # call needs a page showing it. Inside the panel, showing the panel is enough.
+            children.insert(0, session)
+        super().__init__(children)
 
     async def connect(self) -> None:
         self.session.transport_choice = self._transport.value
@@ -72,11 +76,10 @@ class ConnectionPanel(widgets.VBox):
         except Exception as exc:
             self._status.value = error_html(exc)
             raise
-        transport = self.session.transport.name if self.session.transport else "?"
-        self._status.value = f"connected over <b>{transport}</b>"
+        self._status.value = f"connected over <b>{self.session.transport_name or '?'}</b>"
 
     async def disconnect(self) -> None:
-        await self.session.close()
+        await self.session.disconnect()
 
     @property
     def state(self) -> str:

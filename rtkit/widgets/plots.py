@@ -20,8 +20,8 @@ from IPython.display import Image
 from matplotlib.figure import Figure
 
 from rtkit.audio.meter import Level
+from rtkit.call import LiveCall
 from rtkit.metrics import ConnectRecord, SessionMetrics, TurnRecord
-from rtkit.session import RealtimeSession
 from rtkit.widgets._ui import Throttle
 
 FLOOR_DBFS = -80.0
@@ -34,9 +34,9 @@ def _png(fig: Figure) -> bytes:
 
 
 class LevelPlot(widgets.VBox):
-    """Input and output RMS level (dBFS) over the last ``window`` seconds."""
+    """Input and output RMS level (dBFS) over the last ``window`` seconds, of a kernel session or a browser call."""
 
-    def __init__(self, session: RealtimeSession, *, window: float = 10.0, fps: float = 4.0) -> None:
+    def __init__(self, session: LiveCall, *, window: float = 10.0, fps: float = 4.0) -> None:
         self.window = window
         size = int(window * 50) + 50
         self.inputs: deque[tuple[float, float]] = deque(maxlen=size)

@@ -1,8 +1,9 @@
-"""The classic failures, one button each, against the emulator: what happens, and what the session does.
+"""The classic failures, one button each, against the emulator: what happens, and what the call does.
 
 Each scenario provokes the failure for real (the emulator's fault injection, an expired key, a missing
 microphone) and reports the states and errors it observed. ``await panel.run("network_drop")`` does what
-the button does and returns a ``ScenarioResult`` a notebook cell can assert on.
+the button does and returns a ``ScenarioResult`` a notebook cell can assert on. The call may be a kernel
+``RealtimeSession`` or a ``BrowserCall``: the faults are the emulator's, the reactions the call's own.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from dataclasses import dataclass, field
 
 import ipywidgets as widgets
 
+from rtkit.call import LiveCall, StateChange
 from rtkit.errors import RtkitError
 from rtkit.keys import StaticKey
 from rtkit.lab import LabBackend
-from rtkit.session import RealtimeSession, StateChange
+from rtkit.session import RealtimeSession
 from rtkit.widgets._ui import error_html, spawn
 
 SCENARIOS = {
@@ -44,7 +46,7 @@ class ScenarioResult:
 
 
 class ScenarioPanel(widgets.VBox):
-    def __init__(self, session: RealtimeSession, backend: LabBackend, *, timeout: float = 20.0) -> None:
+    def __init__(self, session: LiveCall, backend: LabBackend, *, timeout: float = 20.0) -> None:
         self.session = session
         self.backend = backend
         self.timeout = timeout
@@ -89,10 +91,10 @@ class ScenarioPanel(widgets.VBox):
         self._out.value = f"<span style='color:{colour}'>{html.escape(result.summary())}</span>"
         return result
 
-    async def _reconnected(self, result: ScenarioResult) -> None:
-        """Wait until the session, having dropped, is connected again or has given up."""
+    async def _reconnected(self, result: ScenarioResult, timeout: float | None = None) -> None:
+        """Wait until the call, having dropped, is connected again or has given up."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        deadline = loop.time() + (timeout or self.timeout)
         while loop.time() < deadline:
             if "disconnected" in result.states and result.states[-1] in ("connected", "failed"):
                 break
@@ -128,19 +130,16 @@ class ScenarioPanel(widgets.VBox):
         result.recovered = self.session.state == "connected" and result.error_code == "token_expired"
 
     async def _mic_denied(self, result: ScenarioResult) -> None:
-        from rtkit.audio.sources import MicrophoneSource
-
-        probe = RealtimeSession(self.backend.keys, base_url=self.backend.base_url, source=MicrophoneSource())
+        """Ask for the microphone where the call takes it from: the kernel's machine, or the browser tab."""
+        where = "the kernel" if isinstance(self.session, RealtimeSession) else "the browser"
         try:
-            await probe.connect()
-            result.notes.append("A microphone was found and opened: nothing to recover from here.")
+            await self.session.check_microphone()
+            result.notes.append(f"A microphone was found and opened in {where}: nothing to recover from here.")
             result.recovered = True
         except RtkitError as exc:
             result.error_code = exc.code
             result.notes.append(f"{exc.message} Hint: {exc.hint}")
             result.recovered = exc.code in ("microphone_unavailable", "microphone_denied")
-        finally:
-            await probe.close()
 
     async def _network_drop(self, result: ScenarioResult) -> None:
         self._need_connected()
@@ -168,9 +167,44 @@ class ScenarioPanel(widgets.VBox):
         await self._upstream(result, 500)
 
     async def _webrtc_unavailable(self, result: ScenarioResult) -> None:
+        """Media blocked as a UDP-dropping firewall would. A call free to choose (``transport="auto"``) is
+        dropped and falls back on its own; a call pinned to WebRTC watches a kernel probe fall back instead."""
         assert self.backend.emulator is not None
         faults = self.backend.emulator.faults
         faults.block_media = True
+        try:
+            if self.session.transport_choice == "auto" and self.session.state == "connected":
+                await self._fall_back_in_place(result)
+            else:
+                await self._fall_back_in_probe(result)
+        finally:
+            faults.block_media = False
+            await asyncio.sleep(0)
+
+    async def _fall_back_in_place(self, result: ScenarioResult) -> None:
+        assert self.backend.emulator is not None
+        notices: list[str] = []
+        stop = self.session.events.on(
+            lambda e: (
+                notices.append(str(e.get("reason") or e.get("to_transport")))
+                if e["type"] == "rtkit.transport_fallback"
+                else None
+            )
+        )
+        try:
+            await self.backend.emulator.drop_call()
+            # WebRTC has to time out first (10 s in the browser, connect_timeout in the kernel).
+            await self._reconnected(result, timeout=max(self.timeout, 45.0))
+        finally:
+            stop()
+        transport = self.session.transport_name
+        result.notes.append(
+            f"The call dropped and WebRTC could not connect again; it fell back to {transport} and stays there "
+            "(disconnect and connect to try WebRTC again)."
+        )
+        result.recovered = result.recovered and transport == "websocket" and bool(notices)
+
+    async def _fall_back_in_probe(self, result: ScenarioResult) -> None:
         probe = RealtimeSession(
             self.backend.keys, base_url=self.backend.base_url, transport="auto", connect_timeout=2.0, reconnect=None
         )
@@ -178,16 +212,15 @@ class ScenarioPanel(widgets.VBox):
         probe.events.on(lambda e: notices.append(e["reason"]) if e["type"] == "rtkit.transport_fallback" else None)
         try:
             await probe.connect()
-            transport = probe.transport.name if probe.transport else "?"
+            transport = probe.transport_name or "?"
             result.states.extend(["connecting", "connected"])
             result.notes.append(
-                f"WebRTC could not connect ({notices[0] if notices else '?'}); the session fell back to {transport}."
+                f"WebRTC could not connect ({notices[0] if notices else '?'}); a new kernel session fell back to "
+                f"{transport}."
             )
             result.recovered = transport == "websocket"
         except RtkitError as exc:
             result.error_code = exc.code
             result.notes.append(error_html(exc))
         finally:
-            faults.block_media = False
             await probe.close()
-            await asyncio.sleep(0)

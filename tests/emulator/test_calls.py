@@ -346,3 +346,21 @@ async def test_worker_processes_carry_calls_end_to_end(speech: PCM) -> None:
                 await asyncio.sleep(0.05)
             assert call.pc.connectionState in ("closed", "failed")
             await call.close()
+
+
+async def test_an_origin_allowed_at_runtime_gets_cors_from_then_on() -> None:
+    """``BrowserCall`` learns the notebook page's origin only when the page shows the widget."""
+    page = "http://127.0.0.1:8888"
+    preflight = {
+        "Origin": page,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    async with Emulator(api_key=TEST_KEY) as emu, httpx.AsyncClient() as http:
+        before = await http.options(f"{emu.base_url}/realtime/calls", headers=preflight)
+        emu.allow_origin(page + "/")
+        after = await http.options(f"{emu.base_url}/realtime/calls", headers=preflight)
+        with pytest.raises(ValueError, match="not a web origin"):
+            emu.allow_origin("javascript:alert(1)")
+    assert "access-control-allow-origin" not in before.headers
+    assert after.status_code == 200 and after.headers["access-control-allow-origin"] == page

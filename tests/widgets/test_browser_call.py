@@ -35,13 +35,14 @@ pytest.importorskip("anywidget", reason="needs anywidget (pip install -e '.[lab]
 from rtkit.errors import (
     ConfigurationError,
     MicrophoneDeniedError,
+    MicrophoneUnavailableError,
     NetworkLostError,
     RateLimitedError,
     TokenExpiredError,
     UpstreamError,
 )
 from rtkit.session import ReconnectPolicy, StateChange
-from rtkit.widgets import BrowserCall, LevelPlot
+from rtkit.widgets import BrowserCall, ConnectionPanel, LevelPlot
 
 FAST = ReconnectPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05)
 #: What a key looks like (the widget's own source mentions "ek_" in its comments, never with a value).
@@ -214,7 +215,7 @@ async def test_a_lost_call_reconnects_with_a_fresh_key() -> None:
 async def test_levels_and_events_from_the_browser_feed_plots_and_turn_metrics() -> None:
     call = BrowserCall(Keys())
     browser = ScriptedBrowser(call)
-    plot = LevelPlot(call)  # type: ignore[arg-type]  # LevelPlot is typed for RealtimeSession; see LiveCall
+    plot = LevelPlot(call)
     await connected(call, browser)
     browser.say("levels", levels=[{"direction": "input", "rms": -20.0, "peak": -6.0, "ms": 50}])
     browser.say("levels", levels=[{"direction": "input", "rms": None, "peak": None, "ms": 50}])
@@ -226,12 +227,20 @@ async def test_levels_and_events_from_the_browser_feed_plots_and_turn_metrics() 
         browser.say("event", event=event)
     browser.say("levels", levels=[{"direction": "output", "rms": -18.0, "peak": -3.0, "ms": 50}])
     browser.say("event", event={"type": "output_audio_buffer.stopped", "response_id": "resp_1"})
+    stopped = time.perf_counter()
+    # The server is done sending, the browser is still playing its jitter buffer: the turn is not over yet.
+    await asyncio.sleep(0.1)
+    browser.say("levels", levels=[{"direction": "output", "rms": -20.0, "peak": -5.0, "ms": 50}])
     browser.say("stats", stats={"rtt_ms": 0.4, "jitter_ms": 1.5, "packets_lost": 0, "unknown": 1})
+    assert not call.metrics.turns
 
-    assert [v for _, v in plot.inputs] == [-20.0, -80.0] and [v for _, v in plot.outputs] == [-18.0]
+    assert [v for _, v in plot.inputs] == [-20.0, -80.0] and [v for _, v in plot.outputs] == [-18.0, -20.0]
     assert call.input_meter.last is not None and call.input_meter.last.rms_dbfs == float("-inf")
-    turn = call.metrics.turns[0]
-    assert turn.response_id == "resp_1" and turn.first_audio_ms is not None and turn.reply_seconds == 0.05
+    (turn,) = await call.metrics.wait_for_turns(1, timeout=2)
+    assert turn.response_id == "resp_1" and turn.first_audio_ms is not None and turn.reply_seconds == 0.1
+    # The reply ended with the browser's last loud reading, 0.1 s after the server's output_audio_buffer.stopped.
+    assert turn.reply_end_ms is not None and turn.reply_end_ms >= turn.first_audio_ms + 90
+    assert time.perf_counter() - stopped >= 0.1 + 0.25
     assert call.last_stats is not None and call.last_stats.rtt_ms == 0.4 and call.last_stats.packets_lost == 0
 
 
@@ -292,6 +301,53 @@ async def test_messages_arriving_on_a_kernel_subshell_thread_are_handled_on_the_
             break
         await asyncio.sleep(0.01)
     assert threads == [threading.get_ident()] and call.frontend_connected
+
+
+async def test_the_connection_panel_drives_a_browser_call_and_shows_its_view() -> None:
+    call = BrowserCall(Keys())
+    browser = ScriptedBrowser(call)
+    panel = ConnectionPanel(call)
+    assert panel.children[0] is call, "the call's own view (microphone, speaker) is part of the panel"
+    browser.say("hello")
+    connecting = asyncio.ensure_future(panel.connect())
+    browser.start_session(await browser.next_open(), transport="websocket")
+    await connecting
+    assert panel.state == "connected" and "connected over <b>websocket</b>" in panel._status.value
+    assert any("session.created" in line for line in panel.lines)
+    await panel.disconnect()
+    assert call.state == "disconnected" and browser.posted[-1] == {"kind": "hangup"}
+
+
+async def test_the_page_origin_reaches_on_frontend_before_any_call() -> None:
+    origins: list[str] = []
+    call = BrowserCall(Keys(), on_frontend=origins.append)
+    browser = ScriptedBrowser(call)
+    browser.say("hello", origin="https://hub.example.org")
+    assert origins == ["https://hub.example.org"] and call.frontend_connected
+
+
+@pytest.mark.parametrize(
+    ("report", "error"),
+    [
+        ({"ok": True}, None),
+        ({"ok": False, "code": "microphone_denied", "message": "Microphone access is blocked."}, MicrophoneDeniedError),
+        ({"ok": False, "code": "microphone_unavailable", "message": "No microphone."}, MicrophoneUnavailableError),
+    ],
+)
+async def test_check_microphone_asks_the_page(report: dict[str, Any], error: type[Exception] | None) -> None:
+    call = BrowserCall(Keys())
+    browser = ScriptedBrowser(call)
+    browser.say("hello")
+    checking = asyncio.ensure_future(call.check_microphone())
+    await asyncio.sleep(0.01)
+    (probe,) = [m for m in browser.posted if m["kind"] == "probe_microphone"]
+    browser.say("microphone", probe=probe["probe"], **report)
+    if error is None:
+        await checking
+    else:
+        with pytest.raises(error, match=report["message"]):
+            await checking
+    assert call.state == "disconnected", "a probe is not a call"
 
 
 # ---- the real thing: JupyterLab, a notebook, headless Chromium ------------------------------------------

@@ -130,3 +130,14 @@ async def test_scenario_webrtc_blocked_falls_back_to_websocket(backend: LabBacke
     result = await panel.run("webrtc_unavailable")
     assert result.recovered and "fell back to websocket" in result.summary()
     assert backend.emulator is not None and not backend.emulator.faults.block_media
+
+
+async def test_scenario_webrtc_blocked_mid_call_the_call_itself_falls_back(backend: LabBackend) -> None:
+    session = RealtimeSession(backend.keys, base_url=backend.base_url, connect_timeout=2.0, reconnect=FAST)
+    panel = ScenarioPanel(session, backend)
+    async with session:
+        assert session.transport_name == "webrtc"
+        result = await panel.run("webrtc_unavailable")
+        assert result.recovered and session.transport_name == "websocket", result.summary()
+    assert result.states[:3] == ["disconnected", "connecting", "connected"], result.states
+    assert "fell back to websocket" in result.summary()

@@ -13,11 +13,12 @@
  * are the kernel's business (one reconnection policy, rtkit.session.ReconnectPolicy, for both kinds of call).
  *
  * Messages from the kernel: {kind: "open", attempt, frontend, key, transport}, {kind: "send", event},
- *   {kind: "hangup", attempt?, frontend?}.
- * Messages to the kernel (each carries `frontend`, this page's id): hello, bye, event {event},
+ *   {kind: "hangup", attempt?, frontend?}, {kind: "probe_microphone", probe}.
+ * Messages to the kernel (each carries `frontend`, this page's id): hello {webrtc, origin}, bye, event {event},
  *   levels {levels: [{direction, rms, peak, ms}]}, stats {stats}, opened {attempt, transport, timings},
  *   failed {attempt, code, message, hint?, status?, body?, retryAfter?}, lost {attempt, reason},
- *   notice {type, message, ...}, action {action: "connect" | "disconnect"} (the widget's buttons).
+ *   notice {type, message, ...}, action {action: "connect" | "disconnect"} (the widget's buttons),
+ *   microphone {probe, ok, code?, message?, hint?}.
  *
  * The call belongs to the widget's *model* (anywidget's `initialize`), not to a view: showing the widget
  * twice does not open two calls, and a call survives its output cell being cleared. Plain ES2020.
@@ -76,7 +77,8 @@ class Call extends EventTarget {
     window.addEventListener("pagehide", this.onPageHide);
     this.levelTimer = setInterval(() => this.measure(), LEVEL_INTERVAL_MS);
     this.statsTimer = setInterval(() => this.readStats(), STATS_INTERVAL_MS);
-    this.tell({ kind: "hello", webrtc: typeof RTCPeerConnection === "function" });
+    // The page's origin: a kernel that runs the emulator opens its CORS to this page (and only to it).
+    this.tell({ kind: "hello", webrtc: typeof RTCPeerConnection === "function", origin: window.location.origin });
   }
 
   dispose() {
@@ -102,6 +104,7 @@ class Call extends EventTarget {
     if (msg.frontend && msg.frontend !== this.id) return; // meant for another tab showing the same notebook
     if (msg.kind === "open") this.open(msg);
     else if (msg.kind === "send") this.send(msg.event);
+    else if (msg.kind === "probe_microphone") this.probeMicrophone(msg.probe);
     else if (msg.kind === "hangup" && (!msg.attempt || msg.attempt === this.attempt)) {
       this.attempt = 0; // an attempt still under way sees this and closes what it opened
       this.hangUp({ release: !msg.attempt }); // a full hang-up also releases the microphone
@@ -266,6 +269,19 @@ class Call extends EventTarget {
     }
     this.applyMute();
     this.meter(this.audio.createMediaStreamSource(this.mic), "input");
+  }
+
+  /** Whether this page may use a microphone, asked the way a call asks; one that was not open is closed again. */
+  async probeMicrophone(probe) {
+    const opened = !this.mic;
+    try {
+      await this.openMicrophone();
+      if (opened && !this.conn) this.hangUp({ release: true });
+      this.tell({ kind: "microphone", probe, ok: true });
+    } catch (err) {
+      const report = err instanceof CallError ? err.report() : { code: "microphone_unavailable", message: String(err) };
+      this.tell({ kind: "microphone", probe, ok: false, ...report });
+    }
   }
 
   /** Muted, the track stays in the call and sends silence: nothing to renegotiate, and the VAD hears a pause. */

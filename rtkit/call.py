@@ -1,0 +1,351 @@
+"""What a live call is, whichever side holds the audio.
+
+rtkit makes a Realtime call from two places: the kernel itself (``RealtimeSession``: aiortc or a
+WebSocket, audio from a source into a sink) or the notebook's browser tab (``rtkit.widgets.BrowserCall``:
+the page's microphone and speaker, the kernel as its backend). Plots, panels, scenarios and lessons are
+written once, against ``LiveCall``; ``CallCore`` holds what both implementations share: the states and
+their reconnection policy, the event stream and its errors, waiting for events, and the client events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from rtkit.audio.meter import Level, LevelMeter
+from rtkit.errors import (
+    AudioUnavailableError,
+    AuthenticationError,
+    ConfigurationError,
+    InvalidRequestError,
+    NetworkLostError,
+    QuotaExceededError,
+    RateLimitedError,
+    RealtimeAPIError,
+    RtkitError,
+)
+from rtkit.events import Broadcast, EventWaiters, next_value
+from rtkit.keys import KeyProvider
+from rtkit.metrics import ConnectRecord, SessionMetrics
+from rtkit.tokens import EphemeralKey
+
+__all__ = ["CallCore", "ConnectionState", "LiveCall", "ReconnectPolicy", "StateChange", "TransportChoice"]
+
+ConnectionState = Literal["connecting", "connected", "disconnected", "failed"]
+TransportChoice = Literal["webrtc", "websocket", "auto"]
+
+#: Failures another attempt with a fresh key will not cure: reconnecting stops at once.
+HOPELESS = (AuthenticationError, AudioUnavailableError, QuotaExceededError, ConfigurationError)
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """One transition; ``attempt`` is 0 for the first connection and counts reconnections after it."""
+
+    state: ConnectionState
+    previous: ConnectionState
+    attempt: int = 0
+    reason: str | None = None
+    error: RtkitError | None = None
+    transport: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """How hard to try after a live connection drops: exponential backoff with jitter, bounded."""
+
+    max_attempts: int = 5
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    #: Each delay is scaled by a random factor in [1 - jitter, 1 + jitter], so a classroom of clients
+    #: that lost the network together does not come back in lockstep.
+    jitter: float = 0.2
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.max_delay, self.initial_delay * 2.0 ** (attempt - 1))
+        return max(0.0, base * random.uniform(1 - self.jitter, 1 + self.jitter))
+
+
+class LiveCall(Protocol):
+    """What plots, panels, scenarios and lesson code may rely on, whether the call runs in the kernel
+    (``RealtimeSession``) or in the notebook's browser tab (``BrowserCall``)."""
+
+    states: Broadcast[StateChange]
+    events: Broadcast[dict[str, Any]]
+    errors: Broadcast[RealtimeAPIError]
+    input_meter: LevelMeter
+    output_meter: LevelMeter
+    metrics: SessionMetrics
+    key: EphemeralKey | None
+    base_url: str
+    transport_choice: TransportChoice
+
+    @property
+    def state(self) -> ConnectionState: ...
+
+    @property
+    def transport_name(self) -> str | None: ...
+
+    @property
+    def levels(self) -> Broadcast[Level]: ...
+
+    @property
+    def output_levels(self) -> Broadcast[Level]: ...
+
+    async def connect(self) -> None: ...
+
+    async def disconnect(self) -> None: ...
+
+    def send(self, event: dict[str, Any]) -> None: ...
+
+    def update_session(self, **fields: Any) -> None: ...
+
+    def send_text(self, text: str, *, respond: bool = True) -> None: ...
+
+    def create_response(self, **params: Any) -> None: ...
+
+    def cancel_response(self) -> None: ...
+
+    async def check_microphone(self) -> None: ...
+
+    async def wait_for(self, event_type: str, timeout: float = 30.0) -> dict[str, Any]: ...
+
+    async def wait_for_state(self, *states: ConnectionState, timeout: float = 30.0) -> StateChange: ...
+
+
+class CallCore:
+    """The part of a call that does not care where the audio is. Subclasses open and close the actual
+    connection (``_establish``, ``send``, ``disconnect``); everything observable goes through here."""
+
+    #: The name used in log lines ("session", "browser call").
+    _log_name = "call"
+    _logger = logging.getLogger("rtkit.call")
+
+    def _init_core(
+        self,
+        keys: KeyProvider,
+        config: dict[str, Any] | None,
+        transport: TransportChoice,
+        reconnect: ReconnectPolicy | None,
+        connect_timeout: float,
+    ) -> None:
+        if transport not in ("webrtc", "websocket", "auto"):
+            raise ConfigurationError(f"Unknown transport {transport!r}.", hint="use 'webrtc', 'websocket' or 'auto'")
+        self._keys = keys
+        self.config = config
+        self.transport_choice: TransportChoice = transport
+        self.reconnect_policy = reconnect if reconnect is not None else ReconnectPolicy()
+        self.connect_timeout = connect_timeout
+        self.states: Broadcast[StateChange] = Broadcast()
+        self.events: Broadcast[dict[str, Any]] = Broadcast(maxsize=5000)
+        self.errors: Broadcast[RealtimeAPIError] = Broadcast()
+        self.input_meter = LevelMeter("input")
+        self.output_meter = LevelMeter("output")
+        self.metrics = SessionMetrics()
+        #: The last key used (its ``repr`` shows only a fingerprint); ``None`` for a plain string key.
+        self.key: EphemeralKey | None = None
+        self._state: ConnectionState = "disconnected"
+        self._closing = False
+        self._waiters = EventWaiters()
+        self._reconnect_task: asyncio.Task[None] | None = None
+
+    # -- observable state -------------------------------------------------------------------
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def transport_name(self) -> str | None:
+        """``"webrtc"`` or ``"websocket"`` once connected (the one really used, after any fallback)."""
+        raise NotImplementedError
+
+    @property
+    def levels(self) -> Broadcast[Level]:
+        """Input (microphone) levels; ``output_levels`` for the model's voice."""
+        return self.input_meter.levels
+
+    @property
+    def output_levels(self) -> Broadcast[Level]:
+        return self.output_meter.levels
+
+    def _set_state(
+        self, state: ConnectionState, *, attempt: int = 0, reason: str | None = None, error: RtkitError | None = None
+    ) -> None:
+        previous, self._state = self._state, state
+        change = StateChange(state, previous, attempt, reason, error, self.transport_name)
+        self._logger.info("%s %s → %s%s", self._log_name, previous, state, f" ({reason})" if reason else "")
+        self._state_changed(change)
+        self.states.publish(change)
+
+    def _state_changed(self, change: StateChange) -> None:
+        """For subclasses that show the state somewhere before subscribers hear of it."""
+
+    # -- connecting -------------------------------------------------------------------------
+    async def _establish(self, attempt: int) -> None:
+        raise NotImplementedError
+
+    async def _mint(self, record: ConnectRecord) -> str:
+        started = time.perf_counter()
+        key = await self._keys()
+        record.mint_ms = round((time.perf_counter() - started) * 1000, 2)
+        self.key = key if isinstance(key, EphemeralKey) else None
+        return key.value if isinstance(key, EphemeralKey) else key
+
+    def _record_failure(self, record: ConnectRecord, started: float, exc: RtkitError) -> None:
+        self._cancel_waiters()
+        record.total_ms = round((time.perf_counter() - started) * 1000, 2)
+        record.error = exc.code
+        self.metrics.connected(record)
+
+    def _record_success(self, record: ConnectRecord, started: float, attempt: int) -> None:
+        record.total_ms = round((time.perf_counter() - started) * 1000, 2)
+        record.ok = True
+        self.metrics.connected(record)
+        self._set_state("connected", attempt=attempt)
+
+    async def _apply_config(self) -> None:
+        """Send the call's config and wait until the API takes it (or says why not)."""
+        assert self.config is not None
+        updated, failed = self._expect("session.updated"), self._expect("error")
+        self.send(
+            {
+                "type": "session.update",
+                "event_id": "rtkit_session_config",
+                "session": {"type": "realtime", **self.config},
+            }
+        )
+        done, _ = await asyncio.wait(
+            {updated, failed}, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for future in (updated, failed):
+            if future not in done:
+                future.cancel()
+        if failed in done:
+            err = failed.result()["error"]
+            raise InvalidRequestError(
+                f"The session config was refused: {err.get('message')}",
+                hint=f"check {err.get('param')}" if err.get("param") else None,
+            )
+        if not done:
+            raise NetworkLostError("The Realtime API did not confirm the session config in time.")
+
+    # -- losing the connection, and getting it back -------------------------------------------
+    def _lost(self, error: RtkitError | None, reason: str) -> None:
+        """A live connection dropped: say so, then reconnect in the background (or fail, if not allowed)."""
+        self._cancel_waiters()
+        self._set_state("disconnected", reason=reason, error=error)
+        if self.reconnect_policy.max_attempts > 0:
+            self._reconnect_task = asyncio.ensure_future(self._reconnect(error))
+        else:
+            self._set_state("failed", reason=reason, error=error)
+
+    async def _before_attempt(self) -> None:
+        """Clean up what the previous attempt left behind (the kernel's transport)."""
+
+    async def _reconnect(self, cause: RtkitError | None) -> None:
+        """A fresh key per attempt (the old one may be what failed), exponential backoff with jitter, and the
+        server's ``Retry-After`` honoured when it is longer. A failure no retry can cure ends it at once."""
+        last: RtkitError | None = cause
+        policy = self.reconnect_policy
+        for attempt in range(1, policy.max_attempts + 1):
+            wait = policy.delay(attempt)
+            if isinstance(last, RateLimitedError) and last.retry_after:
+                wait = max(wait, last.retry_after)
+            await asyncio.sleep(wait)
+            if self._closing:
+                return
+            await self._before_attempt()
+            try:
+                await self._establish(attempt)
+                return
+            except HOPELESS as exc:
+                self._set_state("failed", attempt=attempt, reason=str(exc), error=exc)
+                return
+            except RtkitError as exc:
+                last = exc
+                self._set_state("disconnected", attempt=attempt, reason=exc.message, error=exc)
+        error = NetworkLostError(
+            f"Unable to reconnect after {policy.max_attempts} attempts: {last}",
+            hint="check the network and the Realtime API status, then connect again",
+        )
+        self._set_state("failed", attempt=policy.max_attempts, reason=str(error), error=error)
+
+    # -- server events --------------------------------------------------------------------
+    def _receive(self, event: dict[str, Any], *, measure: bool = True) -> None:
+        """One server event: into the metrics (unless the subclass feeds them itself, later), to whoever waits
+        for it, as an error if it is one, and out to every subscriber."""
+        if measure:
+            self.metrics.server_event(event, time.perf_counter())
+        kind = event.get("type", "")
+        self._waiters.resolve(event)
+        if kind == "error":
+            err = event.get("error") or {}
+            self.errors.publish(
+                RealtimeAPIError(
+                    err.get("message", "error"),
+                    api_code=err.get("code"),
+                    api_type=err.get("type"),
+                    param=err.get("param"),
+                    event_id=err.get("event_id"),
+                )
+            )
+        elif kind == "response.done" and event.get("response", {}).get("status") == "failed":
+            err = (event["response"].get("status_details") or {}).get("error") or {}
+            self.errors.publish(
+                RealtimeAPIError(
+                    err.get("message", "The response failed."), api_code=err.get("code"), api_type=err.get("type")
+                )
+            )
+        self.events.publish(event)
+
+    def _notice(self, kind: str, **fields: Any) -> None:
+        """An event of rtkit's own (``rtkit.*``) on the same stream as the server's."""
+        self.events.publish({"type": kind, **fields})
+
+    # -- waiting --------------------------------------------------------------------------
+    def _expect(self, kind: str) -> asyncio.Future[dict[str, Any]]:
+        return self._waiters.expect(kind)
+
+    def _cancel_waiters(self) -> None:
+        self._waiters.cancel_all()
+
+    async def wait_for(self, event_type: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The next server event of this type."""
+        return await asyncio.wait_for(self._expect(event_type), timeout)
+
+    async def wait_for_state(self, *states: ConnectionState, timeout: float = 30.0) -> StateChange:
+        """The next transition into one of ``states``."""
+        return await next_value(self.states, lambda change: change.state in states, timeout)
+
+    # -- client events --------------------------------------------------------------------
+    def send(self, event: dict[str, Any]) -> None:
+        """Send one client event as is."""
+        raise NotImplementedError
+
+    def update_session(self, **fields: Any) -> None:
+        """Change the session config now, and on every reconnection after."""
+        self.config = {**copy.deepcopy(self.config or {}), **fields}
+        self.send({"type": "session.update", "session": {"type": "realtime", **fields}})
+
+    def send_text(self, text: str, *, respond: bool = True) -> None:
+        """Add a user message; ``respond`` asks for an answer right away."""
+        self.send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+            }
+        )
+        if respond:
+            self.create_response()
+
+    def create_response(self, **params: Any) -> None:
+        self.send({"type": "response.create", **({"response": params} if params else {})})
+
+    def cancel_response(self) -> None:
+        self.send({"type": "response.cancel"})
