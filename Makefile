@@ -35,11 +35,11 @@ demo: setup
 
 # The notebooks run against the emulator in tests, whatever OPENAI_API_KEY the caller has set.
 test: setup
-	env -u OPENAI_API_KEY $(PY) -m pytest
+	env -u OPENAI_API_KEY -u RTKIT_AUDIO $(PY) -m pytest
 
 # Re-run every notebook and save it with its outputs (plots as images), as they are committed.
 notebooks: setup
-	env -u OPENAI_API_KEY $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	env -u OPENAI_API_KEY -u RTKIT_AUDIO $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=180 notebooks/*.ipynb
 
 lab: setup

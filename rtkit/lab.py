@@ -1,20 +1,50 @@
-"""The backend a notebook lesson runs against: the emulator by default, the real API when asked.
+"""The backend a notebook lesson runs against, and the call it makes: where the audio is, the reader chooses.
 
-In a lesson the kernel plays the seed's *backend*: it holds the main key (the emulator's, or
-``OPENAI_API_KEY``) and mints ephemeral keys; sessions and widgets only ever see those.
+In a lesson the kernel plays the seed's *backend*: it holds the main key (the emulator's by default, or
+``OPENAI_API_KEY``) and mints ephemeral keys; calls and widgets only ever see those. The *client* is
+``backend.call()``, on the side the reader chose once (``RTKIT_AUDIO``) for every lesson:
+
+* ``"recorded"`` (default): the kernel plays the lesson's recorded sentence or tone and records the reply.
+  Runs anywhere, with no sound device and no browser: the notebooks' tests run this.
+* ``"kernel"``: the kernel's own microphone and speaker (sounddevice), for Jupyter on a laptop.
+* ``"browser"``: this browser tab's microphone and speaker (``BrowserCall``), for a JupyterHub, a Binder,
+  any server whose kernel has no sound device. The emulator opens its CORS to the page showing the call.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from rtkit.audio.base import AudioSink, AudioSource
+from rtkit.call import LiveCall
 from rtkit.emulator import Emulator
+from rtkit.errors import ConfigurationError
 from rtkit.keys import IssuerKeys
 from rtkit.tokens import OPENAI_BASE_URL, TokenIssuer
 
-__all__ = ["LabBackend", "start_backend"]
+if TYPE_CHECKING:
+    from rtkit.widgets.browser_call import BrowserCall
+
+__all__ = ["AudioSide", "LabBackend", "audio_side", "start_backend"]
+
+AudioSide = Literal["recorded", "kernel", "browser"]
+#: The reader's choice for every lesson, from the environment (a hub can set it for everyone).
+AUDIO_ENV = "RTKIT_AUDIO"
+#: Options both kinds of call take; the rest are passed only to the kind that knows them.
+_SESSION_ONLY = ("ice_servers", "jitter_packets")
+_BROWSER_ONLY = ("frontend_timeout",)
+
+
+def audio_side(choice: str | None = None) -> AudioSide:
+    """``choice``, else ``$RTKIT_AUDIO``, else ``"recorded"``; anything else is a ``ConfigurationError``."""
+    value = (choice or os.environ.get(AUDIO_ENV) or "recorded").strip().lower()
+    if value not in get_args(AudioSide):
+        raise ConfigurationError(
+            f"Unknown audio side {value!r}.", hint=f"use one of {', '.join(get_args(AudioSide))} (or unset {AUDIO_ENV})"
+        )
+    return value  # type: ignore[return-value]
 
 
 @dataclass
@@ -25,6 +55,50 @@ class LabBackend:
     emulator: Emulator | None = None
     real: bool = False
     notes: list[str] = field(default_factory=list)
+
+    def call(
+        self,
+        config: dict[str, Any] | None = None,
+        *,
+        audio: AudioSide | str | None = None,
+        source: AudioSource | None = None,
+        **options: Any,
+    ) -> LiveCall:
+        """The lesson's call, on the side the reader chose (see the module's docstring).
+
+        ``source`` is the lesson's recorded audio (a spoken sentence when not given); it is used only on the
+        ``"recorded"`` side. ``options`` go to ``RealtimeSession`` or ``BrowserCall`` (``transport``,
+        ``reconnect``, ``connect_timeout``...). A ``BrowserCall`` must be on show before it connects: put it
+        (or a ``ConnectionPanel``, which shows it) at the end of a cell, and connect in the next one.
+        """
+        side = audio_side(audio)
+        if side == "browser":
+            return self.browser_call(config, **{k: v for k, v in options.items() if k not in _SESSION_ONLY})
+        from rtkit.audio.sinks import RecorderSink, SpeakerSink
+        from rtkit.audio.sources import MicrophoneSource, SpeechSource
+        from rtkit.session import RealtimeSession
+
+        session_options = {k: v for k, v in options.items() if k not in _BROWSER_ONLY}
+        if side == "kernel":
+            voice_in: AudioSource = MicrophoneSource()
+            voice_out: AudioSink = SpeakerSink()
+        else:
+            voice_in = source if source is not None else SpeechSource(lead_seconds=0.5)
+            voice_out = RecorderSink()
+        return RealtimeSession(
+            self.keys, config, base_url=self.base_url, source=voice_in, sink=voice_out, **session_options
+        )
+
+    def browser_call(self, config: dict[str, Any] | None = None, **options: Any) -> BrowserCall:
+        """A ``BrowserCall`` with this backend's keys; against the emulator, the page that shows it may call."""
+        from rtkit.widgets.browser_call import BrowserCall
+
+        return BrowserCall(self.keys, config, base_url=self.base_url, on_frontend=self.allow_page, **options)
+
+    def allow_page(self, origin: str) -> None:
+        """Let the notebook page at ``origin`` open calls on the emulator (the real API needs nothing)."""
+        if self.emulator is not None:
+            self.emulator.allow_origin(origin)
 
     def describe(self) -> str:
         if self.real:
@@ -46,8 +120,6 @@ async def start_backend(
         real = bool(api_key)
     if real:
         if not api_key:
-            from rtkit.errors import ConfigurationError
-
             raise ConfigurationError("real=True needs OPENAI_API_KEY in the environment.")
         issuer = TokenIssuer(api_key, base_url=os.environ.get("OPENAI_BASE_URL", OPENAI_BASE_URL))
         return LabBackend(issuer.base_url, issuer, IssuerKeys(issuer, session), real=True)

@@ -102,8 +102,8 @@ class RealtimeSession(CallCore):
         if self._state == "connected":
             return
         self._closing = False
-        await self._start_audio()
         try:
+            await self._start_audio()
             await self._establish(attempt=0)
         except RtkitError as exc:
             self._set_state("failed", reason=str(exc), error=exc)

@@ -539,8 +539,8 @@ class BrowserCall(CallCore, anywidget.AnyWidget):
         self._post({"kind": "send", "event": event})
 
     def _post(self, message: dict[str, Any]) -> None:
-        """A custom widget message to the browser (ipywidgets' ``send``)."""
-        super().send(message)
+        """A custom widget message to the browser (ipywidgets' ``send``, which ``send`` above hides)."""
+        anywidget.AnyWidget.send(self, message)
 
     def __repr__(self) -> str:
         return f"BrowserCall({self.base_url!r}, state={self._state!r}, transport={self.transport or None!r})"

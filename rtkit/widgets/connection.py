@@ -98,6 +98,8 @@ class ConnectionPanel(widgets.VBox):
             self._status.value = error_html(change.error)
         elif change.state == "disconnected":
             self._status.value = "closed"
+        elif change.state == "connected":  # also after a reconnection: the last error is history now
+            self._status.value = f"connected over <b>{change.transport or '?'}</b>"
         self._buttons(change.state)
         self.lines.append(f"{self._stamp()}  ● {change.state}" + (f" — {change.reason}" if change.reason else ""))
         self._render.request()

@@ -17,48 +17,34 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
-import time
+import wave
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.chromium import ARTIFACTS, BASE_ARGS, CHROMIUM, require_chromium
+from tests.jupyterlab import SCRIPTED, Lab, missing_lab_tools, run_in_lab, running_lab, strip_outputs
 
 pytestmark = pytest.mark.browser
 
-JUPYTER = Path(sys.executable).with_name("jupyter")
 require_chromium()
+if missing_lab_tools() is not None:
+    pytest.skip(missing_lab_tools() or "", allow_module_level=True)
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect  # noqa: E402
-
-try:
-    import jupyterlab  # noqa: F401
-    import jupyterlab_widgets  # noqa: F401
-except ImportError:
-    pytest.skip("needs jupyterlab and jupyterlab_widgets (pip install -e '.[lab]')", allow_module_level=True)
-if not JUPYTER.exists():
-    pytest.skip(f"needs the venv's jupyter command at {JUPYTER}", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
+HELLO_WAV = REPO / "rtkit" / "audio" / "data" / "hello.wav"
 NOTEBOOK = "01_quickstart.ipynb"
 SCREENSHOT = ARTIFACTS / "jupyterlab_quickstart.png"
 CHROMIUM_ARGS = BASE_ARGS
 #: Tall enough that the whole lesson fits: JupyterLab scrolls inside its own panel, so a "full page"
 #: screenshot is only ever the viewport, and off-screen cells are skipped by content-visibility.
 VIEWPORT = {"width": 1280, "height": 2200}
-#: Lab user settings for the run. Only the news opt-in toast is silenced (it would cover the bottom
-#: right of the screenshot and asks to fetch from the internet); errors still pop up as usual.
-LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}}
 STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
 #: A widget view mounted by ipywidgets' lab manager (its renderer sets no ``data-mime-type``).
 WIDGET_VIEW = ".jp-OutputArea-output > .jupyter-widgets"
@@ -74,113 +60,45 @@ CELLS_DONE = """([count, stderr]) => {
 
 
 @dataclass
-class Lab:
-    url: str
-    token: str
-    root: Path
-    log: Path
+class LessonLab:
+    lab: Lab
     repo_digest: str
-    proc: subprocess.Popen[bytes] = field(repr=False)
 
-    def server_log(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+    @property
+    def url(self) -> str:
+        return self.lab.url
 
+    @property
+    def token(self) -> str:
+        return self.lab.token
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    @property
+    def root(self) -> Path:
+        return self.lab.root
 
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def strip_outputs(path: Path) -> None:
-    """Clear the copy's saved outputs and widget state, so a stale ``reply:`` line or saved widget
-    value cannot pass for this run's."""
-    notebook = json.loads(path.read_text())
-    notebook["metadata"].pop("widgets", None)
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code":
-            cell["outputs"], cell["execution_count"] = [], None
-    path.write_text(json.dumps(notebook, indent=1))
-
-
 def code_cells(path: Path) -> int:
     return sum(cell["cell_type"] == "code" for cell in json.loads(path.read_text())["cells"])
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    """``jupyter lab`` from the venv on a free loopback port, with a random token and XSRF checks on.
-
-    ``OPENAI_API_KEY`` is removed so the lesson uses the emulator. ``JUPYTER_CONFIG_DIR``, ``_DATA_DIR``,
-    ``_RUNTIME_DIR`` and ``IPYTHONDIR`` point at temp dirs; the venv's own ``share/jupyter`` (kernelspec,
-    the ``@jupyter-widgets/jupyterlab-manager`` extension) and ``etc/jupyter`` (server extensions) stay
-    on Jupyter's search path because they come from ``sys.prefix``, not from those variables.
-    """
-    repo_digest = digest(NOTEBOOKS / NOTEBOOK)
+def lesson_copy(tmp_path: Path) -> Path:
+    """The lessons, copied with the quick start's outputs stripped: everything asserted on is this run's."""
     root = tmp_path / "notebooks"
     shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     strip_outputs(root / NOTEBOOK)
-    dirs = {name: tmp_path / name for name in ("config", "data", "runtime", "ipython")}
-    for d in dirs.values():
-        d.mkdir()
-    for plugin, settings in LAB_SETTINGS.items():
-        target = dirs["config"] / "lab" / "user-settings" / f"{plugin}.jupyterlab-settings"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(settings))
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    env.update(
-        JUPYTER_CONFIG_DIR=str(dirs["config"]),
-        JUPYTER_DATA_DIR=str(dirs["data"]),
-        JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
-        IPYTHONDIR=str(dirs["ipython"]),
-    )
-    port, token = free_port(), secrets.token_hex(24)
-    log = tmp_path / "jupyterlab.log"
-    args = [
-        str(JUPYTER),
-        "lab",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}",
-        "--ServerApp.disable_check_xsrf=False",
-        "--ServerApp.terminals_enabled=False",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]
-    if os.geteuid() == 0:
-        args.append("--allow-root")  # containers and CI run as root; jupyter_server refuses without it
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
-    server = Lab(f"http://127.0.0.1:{port}", token, root, log, repo_digest, proc)
-    try:
-        wait_for_server(server, timeout=30)
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    return root
 
 
-def wait_for_server(lab: Lab, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if lab.proc.poll() is not None:
-            pytest.fail(f"jupyter lab exited with {lab.proc.returncode}:\n{lab.server_log()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{lab.url}/api/status", params={"token": lab.token}, timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    pytest.fail(f"jupyter lab did not answer /api/status within {timeout:.0f} s:\n{lab.server_log()}")
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[LessonLab]:
+    """JupyterLab serving a copy of the lessons, with XSRF checks on and no ``OPENAI_API_KEY`` (the emulator)."""
+    repo_digest = digest(NOTEBOOKS / NOTEBOOK)
+    with running_lab(tmp_path, lesson_copy(tmp_path)) as server:
+        yield LessonLab(server, repo_digest)
 
 
 @pytest.fixture
@@ -233,7 +151,7 @@ async def light_colour(output: Locator) -> str:
     return str(await dot.evaluate("(e) => getComputedStyle(e).backgroundColor"))
 
 
-async def test_quickstart_runs_in_jupyterlab_and_its_widgets_render_and_connect(lab: Lab, page: Page) -> None:
+async def test_quickstart_runs_in_jupyterlab_and_its_widgets_render_and_connect(lab: LessonLab, page: Page) -> None:
     """The issue-5 check: a learner's browser runs lesson 1 and sees a masked key and a green light."""
     page_errors: list[str] = []
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
@@ -295,3 +213,43 @@ async def test_quickstart_runs_in_jupyterlab_and_its_widgets_render_and_connect(
     # The browser worked on the temp copy: the repository's saved lesson is byte for byte what it was.
     assert not (lab.root / NOTEBOOK).samefile(NOTEBOOKS / NOTEBOOK)
     assert digest(NOTEBOOKS / NOTEBOOK) == lab.repo_digest, f"{NOTEBOOK} in the repository changed"
+
+
+def spoken_then_silent(path: Path) -> Path:
+    """The shipped sentence and 3 s of digital silence. At the end of a ``%noloop`` file Chromium's fake capture
+    repeats its last buffer for ever: after the bare sentence that is a buzz no VAD takes for silence."""
+    with wave.open(str(HELLO_WAV)) as source:
+        rate, width, channels = source.getframerate(), source.getsampwidth(), source.getnchannels()
+        frames = source.readframes(source.getnframes())
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(width)
+        out.setframerate(rate)
+        out.writeframes(frames + bytes(3 * rate * width * channels))
+    return path
+
+
+def test_quickstart_talks_from_the_browser_tab_when_the_audio_is_there(tmp_path: Path) -> None:
+    """The workshop set-up: ``RTKIT_AUDIO=browser`` for the kernel, and a participant whose microphone says the
+    shipped sentence once (Chromium's fake capture plays a WAV file). The same lesson, unchanged, makes its
+    call from the page: the kernel mints, the page calls the emulator (which opened its CORS to the page
+    when the page showed the call), the echo comes back, and the lesson's own asserts pass."""
+    root = lesson_copy(tmp_path)
+    sentence = spoken_then_silent(tmp_path / "participant.wav")
+    with running_lab(tmp_path, root, settings=SCRIPTED, env={"RTKIT_AUDIO": "browser"}, expose_app=True) as server:
+        run = run_in_lab(
+            server,
+            NOTEBOOK,
+            allow_microphone=True,
+            shot="quickstart_browser",
+            timeout_s=120,
+            extra_args=[f"--use-file-for-fake-audio-capture={sentence}%noloop"],
+        )
+    why = run.explain()
+    assert not [o for o in run.outputs if "Error" in o], why
+    assert re.search(r"reply: \[echo of \d+\.\d+ s of your audio\]", "".join(run.outputs)), why
+    assert re.search(r"connected over webrtc in \d+ ms", "".join(run.outputs)), why
+    assert re.search(r"end of speech → first reply audio: \d+ ms", "".join(run.outputs)), why
+    assert "disconnected" in run.widget_text, why  # the lesson's last cell hangs up
+    assert not re.findall(r"ek_[A-Za-z0-9]{8,}", run.saved_text), "a key reached the saved notebook"
+    assert not run.page_errors, why

@@ -10,24 +10,15 @@ in its own cells, and the test reads the saved notebook and the page. Screenshot
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
-import os
 import re
 import secrets
-import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 pytest.importorskip("anywidget", reason="needs anywidget (pip install -e '.[lab]')")
@@ -43,6 +34,7 @@ from rtkit.errors import (
 )
 from rtkit.session import ReconnectPolicy, StateChange
 from rtkit.widgets import BrowserCall, ConnectionPanel, LevelPlot
+from tests.jupyterlab import SCRIPTED, Lab, NotebookRun, missing_lab_tools, run_in_lab, running_lab, write_notebook
 
 FAST = ReconnectPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05)
 #: What a key looks like (the widget's own source mentions "ek_" in its comments, never with a value).
@@ -352,49 +344,8 @@ async def test_check_microphone_asks_the_page(report: dict[str, Any], error: typ
 
 # ---- the real thing: JupyterLab, a notebook, headless Chromium ------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
-JUPYTER = Path(sys.executable).with_name("jupyter")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-]
-#: Grants the microphone without a prompt. Without it, headless Chromium answers the prompt "deny".
-ALLOW_MICROPHONE = "--use-fake-ui-for-media-stream"
-#: Lab user settings: widget state saved with the notebook (what the secret scan reads), every cell kept
-#: in the DOM (no windowing), and no news toast over the screenshots.
-LAB_SETTINGS = {
-    "@jupyter-widgets/jupyterlab-manager/plugin": {"saveState": True},
-    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
-    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
-}
 MAIN_KEY = "sk-browser-call-test-main-" + secrets.token_hex(8)
-
-
-def _missing_browser_tools() -> str | None:
-    if not CHROMIUM.exists():
-        return f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)"
-    if shutil.which("jupyter", path=str(JUPYTER.parent)) is None:
-        return f"needs the venv's jupyter command at {JUPYTER}"
-    try:
-        import jupyterlab  # noqa: F401
-        import jupyterlab_widgets  # noqa: F401
-        import playwright.sync_api  # noqa: F401
-    except ImportError as exc:
-        return f"needs {exc.name} (pip install -e '.[dev]'; the browser is Debian's, never downloaded)"
-    return None
-
-
-skip_without_browser = pytest.mark.skipif(_missing_browser_tools() is not None, reason=_missing_browser_tools() or "")
+skip_without_browser = pytest.mark.skipif(missing_lab_tools() is not None, reason=missing_lab_tools() or "")
 
 SETUP = """\
 import asyncio, json, os, re
@@ -404,8 +355,9 @@ from rtkit.lab import start_backend
 from rtkit.session import ReconnectPolicy
 from rtkit.widgets import BrowserCall, LevelPlot
 
-origin = os.environ["RTKIT_TEST_LAB_ORIGIN"]  # this page's origin: the emulator must answer its CORS preflight
-backend = await start_backend(cors_origins=[origin], api_key=os.environ["RTKIT_TEST_MAIN_KEY"])
+# No cors_origins: the emulator opens /calls to this page when the page shows the call (on_frontend).
+backend = await start_backend(api_key=os.environ["RTKIT_TEST_MAIN_KEY"])
+backend.issuer._wait._maximum = 0.6  # keep the issuer's retry waits in the 429 scenario short
 emu = backend.emulator
 minted = []
 
@@ -420,7 +372,8 @@ async def keys():
 CALL_CELLS = [
     SETUP,
     """\
-call = BrowserCall(keys, base_url=backend.base_url, reconnect=ReconnectPolicy(max_attempts=4, initial_delay=0.2))
+call = BrowserCall(keys, base_url=backend.base_url, on_frontend=backend.allow_page,
+                   reconnect=ReconnectPolicy(max_attempts=4, initial_delay=0.2))
 plot = LevelPlot(call)
 states, seen = [], []
 call.states.on(lambda change: states.append(change.state))
@@ -446,10 +399,9 @@ TURN = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped"
         "response.created", "output_audio_buffer.started", "response.output_audio_transcript.done",
         "response.done", "output_audio_buffer.stopped"]
 assert not [t for t in TURN if t not in seen], [t for t in TURN if t not in seen]
-# (first_audio_ms may stay None on a loaded machine: the browser can still be playing a short reply from its
-# jitter buffer when the server's output_audio_buffer.stopped closes the turn.)
-assert call.metrics.turns and call.metrics.turns[0].status == "completed", (call.metrics.turns, seen[-30:])
-print("TURN", call.metrics.turns[0])""",
+(turn,) = await call.metrics.wait_for_turns(1, timeout=10)  # the turn ends once the browser has played it out
+assert turn.status == "completed" and turn.first_audio_ms and turn.reply_end_ms > turn.first_audio_ms, turn
+print("TURN", turn)""",
     """\
 inputs, outputs = [v for _, v in plot.inputs], [v for _, v in plot.outputs]
 assert len(inputs) > 20 and max(inputs) > -45, inputs[-20:]
@@ -474,7 +426,7 @@ print("ALL CHECKS PASSED")""",
 
 WEBSOCKET_CELLS = [
     SETUP,
-    "call = BrowserCall(keys, base_url=backend.base_url)\ncall",
+    "call = BrowserCall(keys, base_url=backend.base_url, on_frontend=backend.allow_page)\ncall",
     """\
 notices = []
 call.events.on(lambda event: event["type"].startswith("rtkit.") and notices.append(event))
@@ -490,7 +442,7 @@ print("FELL BACK to", call.transport, "-", call.message)""",
 
 DENIED_CELLS = [
     SETUP,
-    "call = BrowserCall(keys, base_url=backend.base_url)\ncall",
+    "call = BrowserCall(keys, base_url=backend.base_url, on_frontend=backend.allow_page)\ncall",
     """\
 try:
     await call.connect()
@@ -502,182 +454,58 @@ else:
 ]
 
 
-@dataclass
-class Lab:
-    url: str
-    token: str
-    root: Path
-    log: Path
-    minted_file: Path
-    proc: subprocess.Popen[bytes] = field(repr=False)
+SCENARIO_CELLS = [
+    SETUP,
+    """\
+from rtkit.widgets import ConnectionPanel, ScenarioPanel
 
-    def server_log(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+async def expired_first():  # the first key expires on its way to the page: the API answers the browser 401
+    key = await keys()
+    if len(minted) == 1:
+        emu.keys.expire(key.value)
+    return key
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_notebook(path: Path, cells: list[str]) -> None:
-    import nbformat
-
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, path)
+call = BrowserCall(expired_first, base_url=backend.base_url, on_frontend=backend.allow_page,
+                   reconnect=ReconnectPolicy(max_attempts=4, initial_delay=0.2))
+call.muted = True  # scenarios, not a conversation: the fake microphone's beeps would keep the VAD busy
+panel, scenarios = ConnectionPanel(call), ScenarioPanel(call, backend, timeout=30)
+display(panel, scenarios)""",
+    """\
+await panel.connect()
+assert call.state == "connected" and len(minted) == 2 and len(call.metrics.connects) == 1, minted
+print("FRESH KEY after the API refused the expired one; connected over", call.transport)""",
+    """\
+results = {}
+for name in ["network_drop", "upstream_429", "upstream_500", "expire_key", "mic_denied", "webrtc_unavailable"]:
+    results[name] = await scenarios.run(name)
+    print("•", results[name].summary())
+assert all(r.recovered for r in results.values()), {n: r.summary() for n, r in results.items()}
+assert call.state == "connected" and call.transport == "websocket", (call.state, call.transport)
+print("SCENARIOS PASSED", len(minted), "keys minted")""",
+]
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """``jupyter lab`` from the venv on a free loopback port with a token, temp HOME and Jupyter dirs, and no
-    ``OPENAI_API_KEY``. The kernel inherits the server's environment: that is how the notebooks learn the
-    page's origin (for the emulator's CORS), the main key and where to note the keys they mint."""
+    """One JupyterLab for the module's notebooks; the kernels learn the main key and where to note the keys
+    they mint (for the secret scans) from its environment."""
     tmp = tmp_path_factory.mktemp("lab")
-    dirs = {name: tmp / name for name in ("home", "config", "data", "runtime", "ipython", "notebooks")}
-    for d in dirs.values():
-        d.mkdir()
-    for plugin, settings in LAB_SETTINGS.items():
-        target = dirs["config"] / "lab" / "user-settings" / f"{plugin}.jupyterlab-settings"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(settings))
-    write_notebook(dirs["notebooks"] / "call.ipynb", CALL_CELLS)
-    write_notebook(dirs["notebooks"] / "denied.ipynb", DENIED_CELLS)
-    write_notebook(dirs["notebooks"] / "websocket.ipynb", WEBSOCKET_CELLS)
-    port, token = free_port(), secrets.token_hex(24)
-    url = f"http://127.0.0.1:{port}"
-    minted_file = tmp / "minted.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    env.update(
-        HOME=str(dirs["home"]),
-        JUPYTER_CONFIG_DIR=str(dirs["config"]),
-        JUPYTER_DATA_DIR=str(dirs["data"]),
-        JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
-        IPYTHONDIR=str(dirs["ipython"]),
-        RTKIT_TEST_LAB_ORIGIN=url,
-        RTKIT_TEST_MAIN_KEY=MAIN_KEY,
-        RTKIT_TEST_MINTED=str(minted_file),
-    )
-    args = [
-        str(JUPYTER),
-        "lab",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={dirs['notebooks']}",
-        "--ServerApp.terminals_enabled=False",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        # window.jupyterapp: the test runs cells and saves through Lab's own commands, not by clicking menus.
-        "--LabApp.expose_app_in_browser=True",
-    ]
-    if os.geteuid() == 0:
-        args.append("--allow-root")
-    log = tmp / "jupyterlab.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT)
-    server = Lab(url, token, dirs["notebooks"], log, minted_file, proc)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not start:\n{server.server_log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/api/status", params={"token": token}, timeout=2).status_code == 200:
-                    break
-            time.sleep(0.2)
+    root = tmp / "notebooks"
+    root.mkdir()
+    for name, cells in (
+        ("call", CALL_CELLS),
+        ("denied", DENIED_CELLS),
+        ("websocket", WEBSOCKET_CELLS),
+        ("scenarios", SCENARIO_CELLS),
+    ):
+        write_notebook(root / f"{name}.ipynb", cells)
+    env = {"RTKIT_TEST_MAIN_KEY": MAIN_KEY, "RTKIT_TEST_MINTED": str(tmp / "minted.json")}
+    with running_lab(tmp, root, settings=SCRIPTED, env=env, expose_app=True) as server:
         yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
-#: True once every code cell shows an execution number, or as soon as one shows an error (JupyterLab stops a
-#: "run all" at the first error, so the cells after it would stay unnumbered).
-CELLS_DONE = """() => {
-  const cells = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')];
-  const stderr = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]';
-  const numbered = (c) => /^\\[\\d+\\]:$/.test(c.querySelector('.jp-InputPrompt').textContent.trim());
-  return cells.some((c) => c.querySelector(stderr)) || (cells.length > 0 && cells.every(numbered));
-}"""
-KERNEL_IDLE = """() => {
-  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-  const kernel = panel && panel.sessionContext && panel.sessionContext.session && panel.sessionContext.session.kernel;
-  return Boolean(kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle');
-}"""
-
-
-@dataclass
-class NotebookRun:
-    saved: dict[str, Any]
-    saved_text: str
-    outputs: list[str]
-    widget_text: str
-    page_errors: list[str]
-    console: list[str]
-
-    def output(self, marker: str) -> str:
-        return next((text for text in self.outputs if marker in text), "")
-
-    def explain(self) -> str:
-        return "\n---\n".join(
-            [*self.outputs, f"widget: {self.widget_text}", f"page errors: {self.page_errors}", *self.console[-40:]]
-        )
-
-
-def run_in_lab(
-    lab: Lab, notebook: str, *, allow_microphone: bool, shot: str, timeout_s: float = 60, init_script: str | None = None
-) -> NotebookRun:
-    """Open ``notebook`` in Chromium, run all its cells with Lab's own command, save it, and read back what the
-    file and the page say."""
-    from playwright.sync_api import sync_playwright
-
-    args = [*CHROMIUM_ARGS, ALLOW_MICROPHONE] if allow_microphone else CHROMIUM_ARGS
-    page_errors: list[str] = []
-    console: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1600})
-            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            if init_script:
-                page.add_init_script(init_script)
-            # ?reset: a fresh workspace, or Lab would reopen the other notebook (and its call) in this browser too.
-            page.goto(f"{lab.url}/lab/tree/{notebook}?reset&token={lab.token}")
-            page.wait_for_function(KERNEL_IDLE, timeout=30_000, polling=100)
-            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-            page.wait_for_function(CELLS_DONE, timeout=timeout_s * 1000, polling=200)
-            ARTIFACTS.mkdir(exist_ok=True)
-            widget = page.locator(".rtkit-call").first
-            widget.scroll_into_view_if_needed()
-            widget.screenshot(path=ARTIFACTS / f"browser_call_{shot}_widget.png")
-            page.screenshot(path=ARTIFACTS / f"browser_call_{shot}.png")
-            widget_text = widget.inner_text()
-            page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-        finally:
-            browser.close()
-    path = lab.root / notebook
-    text = path.read_text()
-    saved = json.loads(text)
-    outputs = []
-    for cell in saved["cells"]:
-        parts = []
-        for out in cell.get("outputs", []):
-            if out["output_type"] == "stream":
-                parts.append("".join(out["text"]))
-            elif out["output_type"] == "error":
-                parts.append(f"{out['ename']}: {out['evalue']}")
-        outputs.append("".join(parts))
-    return NotebookRun(saved, text, outputs, widget_text, page_errors, console)
+def minted_keys(lab: Lab) -> list[str]:
+    return list(json.loads((lab.root.parent / "minted.json").read_text()))
 
 
 @pytest.fixture(scope="module")
@@ -700,7 +528,7 @@ def test_the_browser_tab_makes_the_call_and_the_kernel_hears_everything(call_run
 @pytest.mark.browser
 @skip_without_browser
 def test_the_saved_notebook_and_its_widget_state_hold_no_key(call_run: NotebookRun, lab: Lab) -> None:
-    minted = json.loads(lab.minted_file.read_text())
+    minted = minted_keys(lab)
     assert len(minted) >= 2 and all(k.startswith("ek_") for k in minted)
     widgets = call_run.saved["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     calls = [m["state"] for m in widgets.values() if m["state"].get("_anywidget_id", "").endswith("BrowserCall")]
@@ -736,3 +564,20 @@ def test_without_webrtc_the_browser_falls_back_to_a_websocket_and_says_so(lab: L
     assert "FELL BACK to websocket - This browser has no WebRTC" in run.output("FELL BACK"), why
     assert "websocket ·" in run.widget_text and "no WebRTC" in run.widget_text, why
     assert not run.page_errors, why
+
+
+@pytest.mark.browser
+@skip_without_browser
+def test_the_classic_failures_in_the_browser_tab_are_met_by_the_call(lab: Lab) -> None:
+    """A key that expired on the way (a real 401 to the browser's POST /calls), then the scenario panel: the
+    network drops, the API rate limits and fails at mint, the key expires, the microphone is asked for, and
+    WebRTC is blocked mid-call (the browser falls back to its WebSocket)."""
+    run = run_in_lab(lab, "scenarios.ipynb", allow_microphone=True, shot="scenarios", timeout_s=150)
+    why = run.explain()
+    assert "FRESH KEY after the API refused the expired one; connected over webrtc" in run.output("FRESH KEY"), why
+    assert "SCENARIOS PASSED" in run.output("SCENARIOS PASSED"), why
+    summary = run.output("SCENARIOS PASSED")
+    assert "found and opened in the browser" in summary and "fell back to websocket" in summary, why
+    assert not run.page_errors, why
+    for key in minted_keys(lab):
+        assert key not in run.saved_text

@@ -6,14 +6,17 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
-from rtkit.audio.sources import PcmSource
+from rtkit.audio.pcm import tone
+from rtkit.audio.sinks import RecorderSink
+from rtkit.audio.sources import MicrophoneSource, PcmSource
 from rtkit.cache import TokenCache
-from rtkit.errors import UpstreamError
+from rtkit.errors import ConfigurationError, MicrophoneUnavailableError, UpstreamError
 from rtkit.lab import LabBackend, start_backend
 from rtkit.session import RealtimeSession, ReconnectPolicy
-from rtkit.widgets import ConnectionPanel, KeyPanel, LatencyPlot, LevelPlot, ScenarioPanel
+from rtkit.widgets import BrowserCall, ConnectionPanel, KeyPanel, LatencyPlot, LevelPlot, ScenarioPanel
 
 FAST = ReconnectPolicy(max_attempts=4, initial_delay=0.05, max_delay=0.3)
 
@@ -30,6 +33,48 @@ async def backend(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LabBackend]:
 async def test_backend_defaults_to_the_emulator_without_an_api_key(backend: LabBackend) -> None:
     assert backend.emulator is not None and not backend.real
     assert "emulator" in backend.describe()
+
+
+async def test_the_lesson_call_is_on_the_side_the_reader_chose(
+    backend: LabBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RTKIT_AUDIO", raising=False)
+    recorded = backend.call({"instructions": "Repeat."}, source=PcmSource(tone(0.2), 24_000), transport="websocket")
+    assert isinstance(recorded, RealtimeSession) and isinstance(recorded.source, PcmSource)
+    assert isinstance(recorded.sink, RecorderSink) and recorded.transport_choice == "websocket"
+
+    monkeypatch.setenv("RTKIT_AUDIO", "kernel")
+    kernel = backend.call(reconnect=FAST, frontend_timeout=1.0)  # a browser-only option is dropped, not an error
+    assert isinstance(kernel, RealtimeSession) and isinstance(kernel.source, MicrophoneSource)
+    with pytest.raises(MicrophoneUnavailableError):  # this machine has no sound card: said, typed, with a hint
+        await kernel.connect()
+    assert kernel.state == "failed"
+
+    monkeypatch.setenv("RTKIT_AUDIO", "Browser")
+    browser = backend.call(jitter_packets=2)
+    assert isinstance(browser, BrowserCall) and browser.base_url == backend.base_url
+    with pytest.raises(ConfigurationError, match="Unknown audio side 'speaker'"):
+        backend.call(audio="speaker")
+
+
+async def test_a_browser_call_opens_the_emulator_to_its_page_only(backend: LabBackend) -> None:
+    call = backend.browser_call()
+    page = "http://127.0.0.1:8888"
+    preflight = {
+        "Origin": page,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    async with httpx.AsyncClient() as http:
+        before = await http.options(f"{backend.base_url}/realtime/calls", headers=preflight)
+        call._on_browser_content({"kind": "hello", "frontend": "tab1", "origin": page})  # the page shows the widget
+        after = await http.options(f"{backend.base_url}/realtime/calls", headers=preflight)
+        other = await http.options(
+            f"{backend.base_url}/realtime/calls", headers={**preflight, "Origin": "http://127.0.0.1:9999"}
+        )
+    assert "access-control-allow-origin" not in before.headers
+    assert after.headers["access-control-allow-origin"] == page
+    assert "access-control-allow-origin" not in other.headers
 
 
 async def test_key_panel_mints_shows_the_fingerprint_and_counts_down(backend: LabBackend) -> None:

@@ -1,0 +1,261 @@
+"""A real JupyterLab for the browser tests: the venv's ``jupyter lab`` on loopback, Chromium running notebooks in it.
+
+The server gets a random token, a free port, temporary Jupyter config/data/runtime dirs (so nothing from the
+developer's profile changes what renders) and no ``OPENAI_API_KEY`` (the lessons use the emulator). Kernels
+inherit the server's environment: that is how a test hands a notebook what it needs (``RTKIT_AUDIO``, where to
+note minted keys...). The venv's own ``share/jupyter`` (kernelspec, the widgets lab extension) stays on
+Jupyter's search path because it comes from ``sys.prefix``, not from those variables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.chromium import ALLOW_MICROPHONE, ARTIFACTS, CHROMIUM, WEBRTC_ARGS
+
+JUPYTER = Path(sys.executable).with_name("jupyter")
+
+#: Lab user settings for every run: no news toast over the screenshots (it would also fetch from the internet).
+QUIET = {"@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}}
+#: For runs driven through Lab's commands: widget state saved with the notebook (what secret scans read) and
+#: every cell kept in the DOM (no windowing).
+SCRIPTED = {
+    **QUIET,
+    "@jupyter-widgets/jupyterlab-manager/plugin": {"saveState": True},
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+}
+
+
+def missing_lab_tools() -> str | None:
+    """Why the JupyterLab browser tests cannot run here, or ``None``."""
+    if not CHROMIUM.exists():
+        return f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)"
+    if not JUPYTER.exists():
+        return f"needs the venv's jupyter command at {JUPYTER}"
+    try:
+        import jupyterlab  # noqa: F401
+        import jupyterlab_widgets  # noqa: F401
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        return f"needs {exc.name} (pip install -e '.[dev]'; the browser is Debian's, never downloaded)"
+    return None
+
+
+@dataclass
+class Lab:
+    url: str
+    token: str
+    root: Path
+    log: Path
+    proc: subprocess.Popen[bytes] = field(repr=False)
+
+    def server_log(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_lab(
+    tmp: Path,
+    root: Path,
+    *,
+    settings: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    expose_app: bool = False,
+) -> Iterator[Lab]:
+    """``jupyter lab --no-browser`` serving ``root`` until the block ends. ``env`` reaches the kernels;
+    ``expose_app`` sets ``window.jupyterapp``, for tests that run cells and save through Lab's own commands."""
+    dirs = {name: tmp / name for name in ("home", "config", "data", "runtime", "ipython")}
+    for d in dirs.values():
+        d.mkdir(exist_ok=True)
+    for plugin, values in (settings or QUIET).items():
+        target = dirs["config"] / "lab" / "user-settings" / f"{plugin}.jupyterlab-settings"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(values))
+    port, token = free_port(), secrets.token_hex(24)
+    url = f"http://127.0.0.1:{port}"
+    server_env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RTKIT_AUDIO")}
+    server_env.update(
+        HOME=str(dirs["home"]),
+        JUPYTER_CONFIG_DIR=str(dirs["config"]),
+        JUPYTER_DATA_DIR=str(dirs["data"]),
+        JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
+        IPYTHONDIR=str(dirs["ipython"]),
+        RTKIT_TEST_LAB_ORIGIN=url,
+        **(env or {}),
+    )
+    args = [
+        str(JUPYTER),
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.disable_check_xsrf=False",
+        "--ServerApp.terminals_enabled=False",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+    if expose_app:
+        args.append("--LabApp.expose_app_in_browser=True")
+    if os.geteuid() == 0:
+        args.append("--allow-root")  # containers and CI run as root; jupyter_server refuses without it
+    log = tmp / "jupyterlab.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=server_env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT)
+    lab = Lab(url, token, root, log, proc)
+    try:
+        _wait_until_up(lab, timeout=30)
+        yield lab
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def _wait_until_up(lab: Lab, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lab.proc.poll() is not None:
+            pytest.fail(f"jupyter lab exited with {lab.proc.returncode}:\n{lab.server_log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{lab.url}/api/status", params={"token": lab.token}, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    pytest.fail(f"jupyter lab did not answer /api/status within {timeout:.0f} s:\n{lab.server_log()}")
+
+
+def write_notebook(path: Path, cells: list[str]) -> None:
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+
+
+def strip_outputs(path: Path) -> None:
+    """Clear a copied notebook's outputs and widget state, so nothing saved can pass for this run's."""
+    notebook = json.loads(path.read_text())
+    notebook["metadata"].pop("widgets", None)
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    path.write_text(json.dumps(notebook, indent=1))
+
+
+# ---- running a whole notebook in Chromium through Lab's own commands ---------------------------------------
+
+#: True once every code cell shows an execution number, or as soon as one shows an error (JupyterLab stops a
+#: "run all" at the first error, so the cells after it would stay unnumbered).
+CELLS_DONE = """() => {
+  const cells = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')];
+  const stderr = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]';
+  const numbered = (c) => /^\\[\\d+\\]:$/.test(c.querySelector('.jp-InputPrompt').textContent.trim());
+  return cells.some((c) => c.querySelector(stderr)) || (cells.length > 0 && cells.every(numbered));
+}"""
+KERNEL_IDLE = """() => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const kernel = panel && panel.sessionContext && panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return Boolean(kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle');
+}"""
+
+
+@dataclass
+class NotebookRun:
+    saved: dict[str, Any]
+    saved_text: str
+    outputs: list[str]
+    widget_text: str
+    page_errors: list[str]
+    console: list[str]
+
+    def output(self, marker: str) -> str:
+        return next((text for text in self.outputs if marker in text), "")
+
+    def explain(self) -> str:
+        return "\n---\n".join(
+            [*self.outputs, f"widget: {self.widget_text}", f"page errors: {self.page_errors}", *self.console[-40:]]
+        )
+
+
+def run_in_lab(
+    lab: Lab,
+    notebook: str,
+    *,
+    allow_microphone: bool,
+    shot: str,
+    timeout_s: float = 60,
+    init_script: str | None = None,
+    extra_args: list[str] | None = None,
+    widget: str = ".rtkit-call",
+) -> NotebookRun:
+    """Open ``notebook`` in Chromium, run all its cells with Lab's own command, save it, and read back what the
+    file and the page say. Screenshots of the page and of the first ``widget`` go to ``artifacts/``."""
+    from playwright.sync_api import sync_playwright
+
+    args = [*WEBRTC_ARGS, *(extra_args or [])]
+    if allow_microphone:
+        args.append(ALLOW_MICROPHONE)
+    page_errors: list[str] = []
+    console: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            if init_script:
+                page.add_init_script(init_script)
+            # ?reset: a fresh workspace, or Lab would reopen another notebook (and its call) in this browser too.
+            page.goto(f"{lab.url}/lab/tree/{notebook}?reset&token={lab.token}")
+            page.wait_for_function(KERNEL_IDLE, timeout=30_000, polling=100)
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            try:
+                page.wait_for_function(CELLS_DONE, timeout=timeout_s * 1000, polling=200)
+            finally:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=ARTIFACTS / f"browser_call_{shot}.png")
+            view = page.locator(widget).first
+            view.scroll_into_view_if_needed()
+            view.screenshot(path=ARTIFACTS / f"browser_call_{shot}_widget.png")
+            widget_text = view.inner_text()
+            page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")  # awaits the save
+        finally:
+            browser.close()
+    text = (lab.root / notebook).read_text()
+    saved = json.loads(text)
+    outputs = []
+    for cell in saved["cells"]:
+        parts = []
+        for out in cell.get("outputs", []):
+            if out["output_type"] == "stream":
+                parts.append("".join(out["text"]))
+            elif out["output_type"] == "error":
+                parts.append(f"{out['ename']}: {out['evalue']}")
+        outputs.append("".join(parts))
+    return NotebookRun(saved, text, outputs, widget_text, page_errors, console)
