@@ -482,6 +482,24 @@ for name in ["network_drop", "upstream_429", "upstream_500", "expire_key", "mic_
 assert all(r.recovered for r in results.values()), {n: r.summary() for n, r in results.items()}
 assert call.state == "connected" and call.transport == "websocket", (call.state, call.transport)
 print("SCENARIOS PASSED", len(minted), "keys minted")""",
+    """\
+from rtkit.errors import RateLimitedError
+await call.disconnect()
+emu.faults.reject_next_calls(1, status=429, retry_after=2)  # the API refuses the page's POST /calls
+try:
+    await call.connect()
+except RateLimitedError as exc:
+    print("RATE LIMITED", exc.retry_after, "-", call.message)
+    assert call.state == "failed" and exc.retry_after == 2
+await call.connect()
+emu.faults.reject_next_calls(1, status=503)  # and is down for the first reconnection after a drop
+seen = []
+call.states.on(lambda change: seen.append((change.state, change.attempt, change.error and change.error.code)))
+back = asyncio.ensure_future(call.wait_for_state("connected", timeout=30))
+await emu.drop_call()
+change = await back
+assert change.attempt == 2 and ("disconnected", 1, "upstream_unavailable") in seen, seen
+print("API DOWN then back: connected at attempt", change.attempt)""",
 ]
 
 
@@ -578,6 +596,8 @@ def test_the_classic_failures_in_the_browser_tab_are_met_by_the_call(lab: Lab) -
     assert "SCENARIOS PASSED" in run.output("SCENARIOS PASSED"), why
     summary = run.output("SCENARIOS PASSED")
     assert "found and opened in the browser" in summary and "fell back to websocket" in summary, why
+    assert "RATE LIMITED 2.0 - " in run.output("RATE LIMITED"), why
+    assert "API DOWN then back: connected at attempt 2" in run.output("API DOWN"), why
     assert not run.page_errors, why
     for key in minted_keys(lab):
         assert key not in run.saved_text
