@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from rtkit.broker.server import BrokerState
 
 STATIC = Path(__file__).with_name("static")
+#: The browser client this page shares with the notebook's BrowserCall (microphone, transports, PCM audio).
+SHARED_JS = Path(__file__).parents[1] / "static" / "realtime.js"
 #: Revalidate on every load, so a workshop that edits app.js sees the edit on the next reload.
 _NO_CACHE = {"Cache-Control": "no-cache"}
 
@@ -28,6 +30,10 @@ def _state(request: Request) -> BrokerState:
 
 async def index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=_NO_CACHE)
+
+
+async def shared_js(request: Request) -> Response:
+    return FileResponse(SHARED_JS, media_type="text/javascript; charset=utf-8", headers=_NO_CACHE)
 
 
 async def config(request: Request) -> Response:
@@ -41,5 +47,6 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/", index),
         Route("/config.json", config),
+        Route("/static/realtime.js", shared_js),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -60,6 +60,14 @@ __all__ = ["BrowserCall", "CallStats"]
 log = logging.getLogger("rtkit.widgets.browser_call")
 
 STATIC = Path(__file__).parent / "static"
+#: The browser client both rtkit pages share (microphone, transports, PCM audio); see ``_esm`` below.
+SHARED_JS = Path(__file__).parents[1] / "static" / "realtime.js"
+
+
+def _module() -> str:
+    """The widget's ES module: the shared client, then the widget. anywidget loads one module from a string
+    (a relative ``import`` has nothing to resolve against), so the two files are joined here."""
+    return SHARED_JS.read_text() + "\n" + (STATIC / "browser_call.js").read_text()
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,7 @@ class BrowserCall(CallCore, anywidget.AnyWidget):
     must be shown in a live JupyterLab or Notebook 7 page; it works on any kernel, with or without audio.
     """
 
-    _esm = STATIC / "browser_call.js"
+    _esm = _module()
     _css = STATIC / "browser_call.css"
 
     # Synced state: what the browser needs to draw the widget and open calls. None of it is secret: it is

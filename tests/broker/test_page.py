@@ -124,7 +124,7 @@ async def screenshot(page: Page, name: str) -> None:
     await page.screenshot(path=ARTIFACTS / f"broker_page_{name}.png", full_page=True)
 
 
-PAGE_FILES = ("/", "/config.json", "/static/app.js", "/static/app.css")
+PAGE_FILES = ("/", "/config.json", "/static/app.js", "/static/realtime.js", "/static/app.css")
 
 
 async def test_page_and_its_files_never_carry_the_main_key(stack: Stack) -> None:

@@ -1,4 +1,3 @@
-"use strict";
 /*
  * rtkit voice demo: one voice call to the Realtime API, with a key from the rtkit broker.
  *
@@ -7,7 +6,8 @@
  *      `${realtimeUrl}/realtime/calls` with the ek_ key, the SDP answer comes back
  *   3. the model's voice arrives on an audio track, its events as JSON on the data channel
  *
- * Without WebRTC the same call runs over a WebSocket. Plain ES2020, no build step.
+ * Without WebRTC the same call runs over a WebSocket. Plain ES2020 modules, no build step: the microphone,
+ * the transports and the PCM audio come from /static/realtime.js, which the notebook's BrowserCall shares.
  * Query flags, for experiments and tests:
  *   ?transport=websocket   use the WebSocket transport even where WebRTC exists
  *   ?retries=N             how many times to reconnect after a lost connection (default 5)
@@ -15,15 +15,23 @@
  *                          microphone beeps every 500 ms, and its gaps never reach the default 500 ms
  */
 
+import {
+  CallError,
+  PCM_RATE,
+  PcmPlayer,
+  captureMicrophone,
+  openMicrophone as askForMicrophone,
+  openWebRTC,
+  openWebSocket,
+} from "./realtime.js";
+
 const params = new URLSearchParams(location.search);
 const MAX_RECONNECTS = Number(params.get("retries") ?? 5);
 const SILENCE_MS = params.has("silenceMs") ? Number(params.get("silenceMs")) : null;
 const BARGE_IN = SILENCE_MS === null; // speaking over a reply stops it, unless ?silenceMs asked replies to finish
 const FIRST_RETRY_MS = 500; // doubled per attempt up to MAX_RETRY_MS, each scaled by a random 0.8..1.2
 const MAX_RETRY_MS = 8000;
-const DISCONNECTED_GRACE_MS = 5000; // "disconnected" often heals by itself; the official client waits 5 s too
 const OPEN_TIMEOUT_MS = 15000;
-const PCM_RATE = 24000; // the Realtime API's PCM rate (WebSocket transport)
 
 const $ = (id) => document.getElementById(id);
 const T0 = performance.now();
@@ -46,15 +54,6 @@ let keyCount = 0;
 const tabId = sessionStorage.getItem("rtkit-tab") || Math.random().toString(36).slice(2, 10);
 sessionStorage.setItem("rtkit-tab", tabId);
 const transportName = params.get("transport") || (window.RTCPeerConnection ? "webrtc" : "websocket");
-
-/** A failure the page can explain: `message` is for people, `retryAfterMs` says when trying again makes sense. */
-class ConnectError extends Error {
-  constructor(message, { retryAfterMs = null, keyRefused = false } = {}) {
-    super(message);
-    this.retryAfterMs = retryAfterMs;
-    this.keyRefused = keyRefused;
-  }
-}
 
 // ---- the page --------------------------------------------------------------------------------------
 
@@ -109,13 +108,13 @@ async function mintKey() {
       body: JSON.stringify({ sessionId, capabilities: ["audio", transportName] }),
     });
   } catch {
-    throw new ConnectError("The broker cannot be reached. Is it still running?");
+    throw new CallError("broker_unreachable", "The broker cannot be reached. Is it still running?");
   }
   // The broker's errors read {error, message, code, requestId, retryAfter (ms)}: show its message as is.
   const body = await res.json().catch(() => ({}));
   if (!res.ok) {
     const message = body.message || `The broker answered HTTP ${res.status}.`;
-    throw new ConnectError(message, { retryAfterMs: body.retryAfter ?? null });
+    throw new CallError("broker_error", message, { retryAfter: body.retryAfter == null ? null : body.retryAfter / 1000 });
   }
   demo.keysMinted += 1;
   log(`key for ${sessionId} from the broker, expires ${body.expiresAt}`);
@@ -126,26 +125,7 @@ async function mintKey() {
 
 async function openMicrophone() {
   if (mic) return;
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    throw new ConnectError("This page cannot use a microphone here: open it over https or on localhost.");
-  }
-  try {
-    mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true } });
-  } catch (err) {
-    if (err.name === "NotAllowedError") {
-      throw new ConnectError(
-        "Microphone access is blocked. Click the microphone (or lock) icon in the address bar, " +
-          "allow the microphone for this site, then press Connect again.",
-      );
-    }
-    if (err.name === "NotFoundError") {
-      throw new ConnectError(
-        "No microphone was found. Plug one in (or enable it in the system's sound settings), " +
-          "then press Connect again.",
-      );
-    }
-    throw new ConnectError(`The microphone could not be opened: ${err.message}`);
-  }
+  mic = await askForMicrophone("then press Connect again");
   meter(audio.createMediaStreamSource(mic), "input");
 }
 
@@ -186,144 +166,34 @@ function playRemoteStream(stream) {
 }
 
 // WebSocket: the model's voice arrives as base64 PCM16 chunks, queued back to back on the AudioContext.
-let speaker = null;
-let playhead = 0;
-const playing = new Set();
+let player = null;
 
 function playPcm16(base64) {
-  if (!speaker) {
-    speaker = audio.createGain();
-    speaker.connect(audio.destination);
-    meter(speaker, "output");
+  if (!player) {
+    player = new PcmPlayer(audio);
+    meter(player.output, "output");
   }
-  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-  const pcm = new Int16Array(bytes.buffer);
-  const buffer = audio.createBuffer(1, pcm.length, PCM_RATE);
-  buffer.getChannelData(0).set(Float32Array.from(pcm, (x) => x / 32768));
-  const node = audio.createBufferSource();
-  node.buffer = buffer;
-  node.connect(speaker);
-  playhead = Math.max(playhead, audio.currentTime);
-  node.start(playhead);
-  playhead += buffer.duration;
-  playing.add(node);
-  node.onended = () => playing.delete(node);
+  player.play(base64);
 }
 
 function stopPlayback() {
-  playing.forEach((node) => node.stop());
-  playing.clear();
-  playhead = 0;
+  if (player) player.stop();
 }
 
-// WebSocket: the microphone is sent as base64 PCM16 in 100 ms chunks, cut on the audio thread.
-const CAPTURE_WORKLET = `
-registerProcessor("pcm16-chunks", class extends AudioWorkletProcessor {
-  constructor() { super(); this.chunk = new Int16Array(${PCM_RATE / 10}); this.n = 0; }
-  process([input]) {
-    for (const x of input[0] || []) {
-      this.chunk[this.n++] = Math.max(-1, Math.min(1, x)) * 32767;
-      if (this.n === this.chunk.length) { this.port.postMessage(this.chunk.slice()); this.n = 0; }
-    }
-    return true;
+// ---- transports (realtime.js): each calls on.event(serverEvent) and on.lost(reason) ----------------
+
+function openTransportOf(kind, key, on) {
+  if (kind === "webrtc") {
+    return openWebRTC({ baseUrl: config.realtimeUrl, key, mic, onTrack: playRemoteStream, on });
   }
-});`;
-let captureModule = null;
-
-async function captureMicrophone(onChunk) {
-  const url = URL.createObjectURL(new Blob([CAPTURE_WORKLET], { type: "text/javascript" }));
-  captureModule = captureModule || audio.audioWorklet.addModule(url);
-  await captureModule;
-  const source = audio.createMediaStreamSource(mic);
-  // No outputs: Chromium runs such a node without connecting it to the speakers.
-  const node = new AudioWorkletNode(audio, "pcm16-chunks", { numberOfOutputs: 0 });
-  node.port.onmessage = ({ data }) => {
-    let binary = "";
-    for (const byte of new Uint8Array(data.buffer)) binary += String.fromCharCode(byte);
-    onChunk(btoa(binary));
-  };
-  source.connect(node);
-  return () => source.disconnect();
-}
-
-// ---- transports: each calls on.event(serverEvent) and on.lost(reason), returns {name, send, close} ---
-
-async function openWebRTC(key, on) {
-  // No iceServers: the service's answer carries its own candidates and learns the browser's address from
-  // its connectivity checks (the OpenAI docs use a bare RTCPeerConnection too; on loopback STUN only slows).
-  const pc = new RTCPeerConnection();
-  pc.addTrack(mic.getAudioTracks()[0], mic);
-  pc.ontrack = (e) => playRemoteStream(e.streams[0]);
-  const dc = pc.createDataChannel("oai-events");
-  dc.onmessage = (e) => on.event(JSON.parse(e.data));
-  dc.onclose = () => on.lost("the data channel closed");
-  let grace = null;
-  pc.onconnectionstatechange = () => {
-    clearTimeout(grace);
-    const state = pc.connectionState;
-    if (state === "failed" || state === "closed") on.lost(`the peer connection ${state}`);
-    if (state === "disconnected") {
-      grace = setTimeout(() => on.lost(`the peer connection stayed disconnected for ${DISCONNECTED_GRACE_MS} ms`),
-        DISCONNECTED_GRACE_MS);
-    }
-  };
-
-  try {
-    await pc.setLocalDescription(await pc.createOffer());
-    const res = await fetch(`${config.realtimeUrl}/realtime/calls`, {
-      method: "POST",
-      body: pc.localDescription.sdp,
-      headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/sdp" },
-    }).catch(() => {
-      throw new ConnectError(`The Realtime API at ${config.realtimeUrl} cannot be reached.`);
-    });
-    const body = await res.text();
-    if (!res.ok) throw refusedCall(res.status, body);
-    log(`POST /realtime/calls -> ${res.status}`);
-    await pc.setRemoteDescription({ type: "answer", sdp: body });
-  } catch (err) {
-    dc.onclose = pc.onconnectionstatechange = null; // a call that never opened is not a lost one
-    pc.close();
-    throw err;
-  }
-  return { name: "webrtc", send: (event) => dc.send(JSON.stringify(event)), close: () => pc.close() };
-}
-
-/** An error body is JSON, never SDP: read it as such, or the user sees "Failed to parse SessionDescription". */
-function refusedCall(status, body) {
-  let message = body;
-  try {
-    message = JSON.parse(body).error.message;
-  } catch {
-    // not the API's JSON error: show the body as it came
-  }
-  return new ConnectError(`The Realtime API refused the call (HTTP ${status}): ${message}`, {
-    keyRefused: status === 401,
+  return openWebSocket({
+    baseUrl: config.realtimeUrl,
+    model: config.model,
+    key,
+    on,
+    capture: (onChunk) => captureMicrophone(audio, mic, onChunk),
+    onAudio: playPcm16,
   });
-}
-
-function openWebSocket(key, on) {
-  // Browsers cannot set headers on a WebSocket: the key rides in a subprotocol, next to "realtime".
-  const url = `${config.realtimeUrl.replace(/^http/, "ws")}/realtime?model=${encodeURIComponent(config.model)}`;
-  const ws = new WebSocket(url, ["realtime", `openai-insecure-api-key.${key}`]);
-  const send = (event) => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify(event));
-  let stopCapture = () => {};
-  ws.onopen = async () => {
-    stopCapture = await captureMicrophone((audio) => send({ type: "input_audio_buffer.append", audio }));
-    if (ws.readyState !== WebSocket.OPEN) stopCapture(); // closed while the worklet loaded
-  };
-  ws.onmessage = (e) => {
-    const event = JSON.parse(e.data);
-    if (event.type === "response.output_audio.delta") playPcm16(event.delta);
-    if (event.type === "input_audio_buffer.speech_started" && BARGE_IN) stopPlayback();
-    on.event(event);
-  };
-  // A refused key looks like any other failed upgrade here (code 1006): browsers hide the HTTP status.
-  ws.onclose = (e) => {
-    stopCapture();
-    on.lost(`the WebSocket closed (code ${e.code})`);
-  };
-  return { name: "websocket", send, close: () => ws.close() };
 }
 
 // ---- a session: key, transport, events -------------------------------------------------------------
@@ -334,8 +204,10 @@ async function openTransport(key) {
   let conn = null;
   let settle;
   const ready = new Promise((resolve, reject) => (settle = { resolve, reject }));
-  const timer = setTimeout(() => settle.reject(new ConnectError("The session did not start within 15 s.")),
-    OPEN_TIMEOUT_MS);
+  const timer = setTimeout(
+    () => settle.reject(new CallError("network_lost", `The session did not start within ${OPEN_TIMEOUT_MS / 1000} s.`)),
+    OPEN_TIMEOUT_MS,
+  );
   const on = {
     event(event) {
       onServerEvent(event);
@@ -348,11 +220,12 @@ async function openTransport(key) {
     lost(reason) {
       if (started) return onLost(conn, reason);
       clearTimeout(timer);
-      settle.reject(new ConnectError(`The connection failed before the session started: ${reason}.`));
+      settle.reject(new CallError("network_lost", `The connection failed before the session started: ${reason}.`));
     },
   };
   try {
-    conn = transportName === "webrtc" ? await openWebRTC(key, on) : openWebSocket(key, on);
+    conn = await openTransportOf(transportName, key, on);
+    log(`${conn.name}: call opened, waiting for session.created`);
     await ready;
   } catch (err) {
     clearTimeout(timer);
@@ -384,6 +257,7 @@ function onServerEvent(event) {
   if (event.type === "response.created") setTranscript("");
   if (event.type === "response.output_audio_transcript.delta") setTranscript(demo.transcript + event.delta);
   if (event.type === "response.output_audio_transcript.done") setTranscript(event.transcript);
+  if (event.type === "input_audio_buffer.speech_started" && BARGE_IN) stopPlayback();
   // Deltas come dozens a second: the transcript and the meter show them, the log does not.
   if (event.type.endsWith(".delta")) return;
   if (event.type === "error") log(`error ${event.error.code}: ${event.error.message}`, "error");
@@ -433,9 +307,10 @@ function fail(err) {
   wanted = false;
   hangUp();
   releaseMicrophone();
-  const wait = err.retryAfterMs ? ` (retry after ${Math.ceil(err.retryAfterMs / 1000)} s)` : "";
-  showMessage(err.message + wait);
-  log(err.message + wait, "error");
+  const wait = err.retryAfter ? ` (retry after ${Math.ceil(err.retryAfter)} s)` : "";
+  const text = err.message + wait + (err.hint ? ` — ${err.hint}` : "");
+  showMessage(text);
+  log(text, "error");
   setState("failed");
 }
 
@@ -468,13 +343,13 @@ async function onLost(conn, reason) {
       return;
     } catch (err) {
       if (mine !== run) return;
-      retryAfterMs = err.retryAfterMs || 0;
+      retryAfterMs = (Number(err.retryAfter) || 0) * 1000;
       log(`attempt ${attempt} failed: ${err.message}`, "error");
       setState("disconnected");
     }
   }
   const advice = "Check the network, then press Connect.";
-  fail(new ConnectError(`Unable to reconnect after ${MAX_RECONNECTS} attempts. ${advice}`));
+  fail(new CallError("network_lost", `Unable to reconnect after ${MAX_RECONNECTS} attempts. ${advice}`));
 }
 
 // ---- start -----------------------------------------------------------------------------------------

@@ -22,29 +22,20 @@
  *
  * The call belongs to the widget's *model* (anywidget's `initialize`), not to a view: showing the widget
  * twice does not open two calls, and a call survives its output cell being cleared. Plain ES2020.
+ *
+ * The widget's module is rtkit/static/realtime.js (microphone, transports, PCM audio: shared with the
+ * broker's demo page) followed by this file; `rtkit.widgets.browser_call` joins them, as anywidget loads a
+ * single module. So the names below that this file does not define come from realtime.js.
  */
 
 const LEVEL_INTERVAL_MS = 50; //     20 level readings a second per direction, like a VU meter
 const STATS_INTERVAL_MS = 1000; //   getStats() once a second: its numbers are cumulative anyway
 const SESSION_START_MS = 10000; //   per transport; the kernel waits longer, to allow a fallback
-const DISCONNECTED_GRACE_MS = 5000; // "disconnected" often heals by itself; the official client waits 5 s too
-const PCM_RATE = 24000; //           the Realtime API's PCM rate (WebSocket transport)
+//                                   How to try again, at the end of a microphone failure's hint:
+const RETRY = "then run `await call.connect()` again (or press Connect)";
 
 /** The calls of this page, by the widget's `_call_id`: how a view finds the call its model owns. */
 const calls = new Map();
-
-/** A failure the kernel turns into an rtkit exception: `code` names the rtkit error, `message` is for people. */
-class CallError extends Error {
-  constructor(code, message, { hint = null, status = null, body = null, retryAfter = null } = {}) {
-    super(message);
-    Object.assign(this, { code, hint, status, body, retryAfter });
-  }
-
-  report() {
-    const { code, message, hint, status, body, retryAfter } = this;
-    return { code, message, hint, status, body, retryAfter };
-  }
-}
 
 const dbfs = (x) => (x > 0 ? Math.round(200 * Math.log10(x)) / 10 : null); // JSON has no -Infinity
 
@@ -256,17 +247,7 @@ class Call extends EventTarget {
     // Allowed without a click only after one on the page (Shift+Enter counts); else the meters stay at zero.
     this.audio.resume();
     if (this.mic) return;
-    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      throw new CallError("microphone_unavailable", "This page cannot use a microphone: it is not a secure context.", {
-        hint: "open JupyterLab over https, or on localhost / 127.0.0.1",
-      });
-    }
-    try {
-      // Echo cancellation keeps the model from hearing (and answering) its own voice from the speakers.
-      this.mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true } });
-    } catch (err) {
-      throw microphoneError(err);
-    }
+    this.mic = await openMicrophone(RETRY);
     this.applyMute();
     this.meter(this.audio.createMediaStreamSource(this.mic), "input");
   }
@@ -346,33 +327,13 @@ class Call extends EventTarget {
 
   // WebSocket: the model's voice arrives as base64 PCM16 chunks, queued back to back on a 24 kHz context.
   playPcm16(base64) {
-    const ctx = this.pcm();
-    if (!this.speaker) {
-      this.speaker = ctx.createGain();
-      this.speaker.connect(ctx.destination);
-      this.playing = new Set();
-      this.playhead = 0;
-    }
-    if (!this.meters.output) this.meter(this.speaker, "output");
-    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-    const pcm = new Int16Array(bytes.buffer);
-    const buffer = ctx.createBuffer(1, pcm.length, PCM_RATE);
-    buffer.getChannelData(0).set(Float32Array.from(pcm, (x) => x / 32768));
-    const node = ctx.createBufferSource();
-    node.buffer = buffer;
-    node.connect(this.speaker);
-    this.playhead = Math.max(this.playhead, ctx.currentTime);
-    node.start(this.playhead);
-    this.playhead += buffer.duration;
-    this.playing.add(node);
-    node.onended = () => this.playing.delete(node);
+    this.player24 = this.player24 || new PcmPlayer(this.pcm());
+    if (!this.meters.output) this.meter(this.player24.output, "output");
+    this.player24.play(base64);
   }
 
   stopPlayback() {
-    if (!this.playing) return;
-    this.playing.forEach((node) => node.stop());
-    this.playing.clear();
-    this.playhead = 0;
+    if (this.player24) this.player24.stop();
   }
 
   /** The WebSocket carries 24 kHz PCM: a 24 kHz context lets the browser resample the microphone for us. */
@@ -382,118 +343,22 @@ class Call extends EventTarget {
     return this.pcmAudio;
   }
 
-  // WebSocket: the microphone goes up as base64 PCM16 in 100 ms chunks, cut on the audio thread.
-  async captureMicrophone(onChunk) {
-    const ctx = this.pcm();
-    if (!this.captureModule) {
-      const url = URL.createObjectURL(new Blob([CAPTURE_WORKLET], { type: "text/javascript" }));
-      this.captureModule = ctx.audioWorklet.addModule(url);
-    }
-    await this.captureModule;
-    const source = ctx.createMediaStreamSource(this.mic);
-    // No outputs: Chromium runs such a node without connecting it to the speakers.
-    const node = new AudioWorkletNode(ctx, "pcm16-chunks", { numberOfOutputs: 0 });
-    node.port.onmessage = ({ data }) => {
-      let binary = "";
-      for (const byte of new Uint8Array(data.buffer)) binary += String.fromCharCode(byte);
-      onChunk(btoa(binary));
-    };
-    source.connect(node);
-    return () => source.disconnect();
-  }
+  // ---- transports (realtime.js): each calls on.event(serverEvent) and on.lost(reason) ----------------
 
-  // ---- transports: each calls on.event(serverEvent) and on.lost(reason), returns {name, send, close} --
-
-  async openWebRTC(key, on, timings) {
-    const t0 = performance.now();
-    const since = () => Math.round((performance.now() - t0) * 10) / 10;
-    // No iceServers: the service's answer carries its own candidates and learns the browser's address from
-    // its connectivity checks (the OpenAI docs use a bare RTCPeerConnection too; on loopback STUN only slows).
-    const pc = new RTCPeerConnection();
-    pc.addTrack(this.mic.getAudioTracks()[0], this.mic);
-    pc.ontrack = (e) => this.playRemoteStream(e.streams[0]);
-    const dc = pc.createDataChannel("oai-events");
-    dc.onopen = () => (timings.channel_open_ms = since());
-    dc.onmessage = (e) => on.event(JSON.parse(e.data));
-    dc.onclose = () => on.lost("the data channel closed");
-    let grace = null;
-    pc.onconnectionstatechange = () => {
-      clearTimeout(grace);
-      const state = pc.connectionState;
-      if (state === "connected") timings.connected_ms = timings.connected_ms || since();
-      if (state === "failed" || state === "closed") on.lost(`the peer connection ${state}`);
-      if (state === "disconnected") {
-        grace = setTimeout(() => on.lost(`the peer connection stayed disconnected for ${DISCONNECTED_GRACE_MS} ms`),
-          DISCONNECTED_GRACE_MS);
-      }
-    };
-
+  openWebRTC(key, on, timings) {
     const baseUrl = this.model.get("base_url");
-    try {
-      await pc.setLocalDescription(await pc.createOffer());
-      timings.offer_ms = since();
-      let res;
-      try {
-        res = await fetch(`${baseUrl}/realtime/calls`, {
-          method: "POST",
-          body: pc.localDescription.sdp,
-          headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/sdp" },
-        });
-      } catch {
-        throw new CallError("upstream_unreachable", `The Realtime API at ${baseUrl} cannot be reached from this browser.`, {
-          // A refused CORS preflight looks exactly like a network failure to the page.
-          hint: "check the address; on another origin its CORS must allow this page (the emulator's cors_origins)",
-        });
-      }
-      // An error body is JSON, never SDP: the kernel reads it, so nobody sees "Failed to parse SessionDescription".
-      const body = await res.text();
-      if (!res.ok) {
-        throw new CallError("http", `The Realtime API refused the call (HTTP ${res.status}).`, {
-          status: res.status,
-          body,
-          retryAfter: res.headers.get("Retry-After"),
-        });
-      }
-      timings.answer_ms = since();
-      await pc.setRemoteDescription({ type: "answer", sdp: body });
-    } catch (err) {
-      dc.onclose = pc.onconnectionstatechange = null; // a call that never opened is not a lost one
-      pc.close();
-      throw err;
-    }
-    const send = (event) => dc.readyState === "open" && dc.send(JSON.stringify(event));
-    return { name: "webrtc", pc, send, close: () => pc.close() };
+    return openWebRTC({ baseUrl, key, mic: this.mic, onTrack: (stream) => this.playRemoteStream(stream), on, timings });
   }
 
   openWebSocket(key, on) {
-    // Browsers cannot set headers on a WebSocket: the key rides in a subprotocol, next to "realtime".
-    const name = encodeURIComponent(this.model.get("model")); // the widget's `model` trait: the model's name
-    const url = `${this.model.get("base_url").replace(/^http/, "ws")}/realtime?model=${name}`;
-    const ws = new WebSocket(url, ["realtime", `openai-insecure-api-key.${key}`]);
-    const send = (event) => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify(event));
-    let stopCapture = () => {};
-    ws.onopen = async () => {
-      stopCapture = await this.captureMicrophone((audio) => send({ type: "input_audio_buffer.append", audio }));
-      if (ws.readyState !== WebSocket.OPEN) stopCapture(); // closed while the worklet loaded
-    };
-    ws.onmessage = (e) => {
-      const event = JSON.parse(e.data);
-      if (event.type === "response.output_audio.delta") this.playPcm16(event.delta);
-      on.event(event);
-    };
-    ws.onclose = (e) => {
-      stopCapture();
-      on.lost(`the WebSocket closed (code ${e.code})`);
-    };
-    return {
-      name: "websocket",
-      send,
-      close: () => {
-        ws.onclose = null;
-        stopCapture();
-        ws.close();
-      },
-    };
+    return openWebSocket({
+      baseUrl: this.model.get("base_url"),
+      model: this.model.get("model"), // the widget's `model` trait: the model's name
+      key,
+      on,
+      capture: (onChunk) => captureMicrophone(this.pcm(), this.mic, onChunk),
+      onAudio: (base64) => this.playPcm16(base64),
+    });
   }
 
   // ---- getStats: what the connection itself measures ------------------------------------------------
@@ -531,41 +396,6 @@ class Call extends EventTarget {
     this.emit("stats");
   }
 }
-
-function microphoneError(err) {
-  const retry = "then run `await call.connect()` again (or press Connect)";
-  if (err.name === "NotAllowedError" || err.name === "SecurityError") {
-    return new CallError(
-      "microphone_denied",
-      "Microphone access is blocked for this page. Click the microphone (or lock) icon in the address bar " +
-        "and allow the microphone for this site.",
-      { hint: retry },
-    );
-  }
-  if (err.name === "NotFoundError" || err.name === "OverconstrainedError") {
-    return new CallError("microphone_unavailable", "No microphone was found on this computer.", {
-      hint: `plug one in or enable it in the system's sound settings, ${retry}`,
-    });
-  }
-  if (err.name === "NotReadableError") {
-    return new CallError("microphone_unavailable", "The microphone is busy: another application is using it.", {
-      hint: `close the other application, ${retry}`,
-    });
-  }
-  return new CallError("microphone_unavailable", `The microphone could not be opened: ${err.message}`, { hint: retry });
-}
-
-const CAPTURE_WORKLET = `
-registerProcessor("pcm16-chunks", class extends AudioWorkletProcessor {
-  constructor() { super(); this.chunk = new Int16Array(${PCM_RATE / 10}); this.n = 0; }
-  process([input]) {
-    for (const x of input[0] || []) {
-      this.chunk[this.n++] = Math.max(-1, Math.min(1, x)) * 32767;
-      if (this.n === this.chunk.length) { this.port.postMessage(this.chunk.slice()); this.n = 0; }
-    }
-    return true;
-  }
-});`;
 
 // ---- the view: state, message, meters, stats, transcript, two buttons -------------------------------
 
