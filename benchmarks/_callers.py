@@ -9,6 +9,10 @@ measurement window starts together, measure, and send back plain numbers.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 import time
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
@@ -35,6 +39,7 @@ OPEN_BUDGET_S = 30.0
 SETTLE_S = 1.0
 BARRIER_TIMEOUT_S = 90.0
 PING_TIMEOUT_S = 2.0
+HANGUP_TIMEOUT_S = 10.0
 
 
 async def _mint(http: httpx.AsyncClient, base_url: str) -> str:
@@ -151,12 +156,31 @@ async def callers(base_url: str, count: int, window: float, barrier: Barrier) ->
         await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT_S)
         out = await measure_window(calls, window) if calls else {}
     finally:
-        await asyncio.gather(*(c.close() for c in calls), return_exceptions=True)
+        closing = asyncio.gather(*(c.close() for c in calls), return_exceptions=True)
+        try:  # bounded, so that what was measured still gets back to the benchmark
+            await asyncio.wait_for(closing, HANGUP_TIMEOUT_S)
+        except TimeoutError:
+            errors.insert(0, f"hanging up took longer than {HANGUP_TIMEOUT_S:g} s")
     return {**out, "opened": len(calls), "setup_s": setup_s, "errors": errors[:3]}
+
+
+def _exit_with_parent() -> None:
+    """End this worker as soon as the benchmark process is gone, however it went (even SIGKILL): orphaned
+    callers would otherwise keep streaming audio and load the next run's machine."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def worker_entry(base_url: str, count: int, window: float, barrier: Barrier, results: Queue[Any]) -> None:
     """Process target: never raises, always answers (and breaks the barrier so nobody waits forever)."""
+    _exit_with_parent()
     try:
         result = asyncio.run(callers(base_url, count, window, barrier))
     except BaseException as exc:

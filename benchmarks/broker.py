@@ -34,7 +34,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ import numpy as np
 import psutil
 
 from benchmarks._common import MAIN_KEY, Options, Report, Row, command, fmt, markdown_table
+from benchmarks._servers import ServerProcess, emulator_command, free_port, spawn, stopped_on_error
 from rtkit.broker.config import BrokerSettings
 from rtkit.broker.policy import ClientSecretRequest, session_for
 
@@ -68,12 +68,6 @@ _NO_AUDIT = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _pinning() -> bool:
     return hasattr(os, "sched_setaffinity") and (psutil.cpu_count() or 1) >= 2
 
@@ -86,29 +80,11 @@ def _pin(cpus: set[int]) -> Any:
 
 
 @dataclass
-class Child:
-    proc: asyncio.subprocess.Process
-    url: str
-    stdout: IO[bytes] | None
-    stderr: IO[bytes]
+class Child(ServerProcess):
+    """A server started by this benchmark: where it answers, and where its stdout goes (None: /dev/null)."""
 
-    @property
-    def ps(self) -> psutil.Process:
-        return psutil.Process(self.proc.pid)
-
-    def stderr_tail(self, lines: int = 5) -> str:
-        self.stderr.seek(0)
-        return " / ".join(self.stderr.read().decode(errors="replace").strip().splitlines()[-lines:])
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        self.stderr.close()
+    url: str = ""
+    stdout: IO[bytes] | None = None
 
 
 async def _wait_http(child: Child, url: str, timeout: float = START_TIMEOUT_S) -> None:
@@ -121,55 +97,37 @@ async def _wait_http(child: Child, url: str, timeout: float = START_TIMEOUT_S) -
                 if (await http.get(url)).status_code < 500:
                     return
             await asyncio.sleep(0.1)
-    tail = child.stderr_tail()
-    await child.stop()
-    raise RuntimeError(f"{url} did not come up: {tail or 'no output'}")
+    raise RuntimeError(f"{url} did not come up: {child.stderr_tail() or 'no output'}")
 
 
 async def start_emulator() -> Child:
-    port = _free_port()
-    stderr = tempfile.TemporaryFile()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "rtkit",
-        "emulator",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=stderr,
-        preexec_fn=_pin(LOAD_CPUS),
-    )
-    child = Child(proc, f"http://127.0.0.1:{port}/v1", None, stderr)
-    await _wait_http(child, f"http://127.0.0.1:{port}/v1/models")
+    port = free_port()
+    proc, stderr = await spawn(emulator_command(port), preexec_fn=_pin(LOAD_CPUS))
+    child = Child(proc, stderr, f"http://127.0.0.1:{port}/v1")
+    async with stopped_on_error(child):
+        await _wait_http(child, f"http://127.0.0.1:{port}/v1/models")
     return child
 
 
 async def start_broker(upstream: str, stdout: IO[bytes] | None, *, audit: bool = True) -> Child:
     """``rtkit broker`` with its stdout (the audit log) to ``stdout``, or /dev/null when None."""
-    port = _free_port()
-    stderr = tempfile.TemporaryFile()
+    port = free_port()
     args = ["broker", "--port", str(port), "--upstream", upstream, "--dev"]
     args += ["--rate-limit-ip", LIMIT, "--rate-limit-caller", LIMIT]
     prefix = ["-m", "rtkit"] if audit else ["-c", _NO_AUDIT]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *prefix,
-        *args,
+    proc, stderr = await spawn(
+        [sys.executable, *prefix, *args],
         stdout=stdout if stdout is not None else asyncio.subprocess.DEVNULL,
-        stderr=stderr,
         env={**os.environ, "OPENAI_API_KEY": MAIN_KEY},
         preexec_fn=_pin(BROKER_CPUS),
     )
-    child = Child(proc, f"http://127.0.0.1:{port}", stdout, stderr)
-    await _wait_http(child, f"{child.url}/healthz")
-    async with httpx.AsyncClient(timeout=10.0) as http:  # unmeasured: mints the cached key
-        response = await http.post(f"{child.url}/api/client-secret", content=HIT_BODY, headers=_JSON)
-    if response.status_code != 200:
-        await child.stop()
-        raise RuntimeError(f"the broker answered {response.status_code}: {response.text[:200]}")
+    child = Child(proc, stderr, f"http://127.0.0.1:{port}", stdout)
+    async with stopped_on_error(child):
+        await _wait_http(child, f"{child.url}/healthz")
+        async with httpx.AsyncClient(timeout=10.0) as http:  # unmeasured: mints the cached key
+            response = await http.post(f"{child.url}/api/client-secret", content=HIT_BODY, headers=_JSON)
+        if response.status_code != 200:
+            raise RuntimeError(f"the broker answered {response.status_code}: {response.text[:200]}")
     return child
 
 
@@ -253,9 +211,11 @@ async def _child_json(args: list[str], timeout: float, cpus: set[int]) -> tuple[
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise RuntimeError(f"{args[0]} did not finish within {timeout:.0f} s") from None
+    finally:
+        if proc.returncode is None:  # timed out, or this run was cancelled
+            proc.kill()
+            await proc.wait()
     if proc.returncode != 0:
         raise RuntimeError(f"{os.path.basename(args[0])} failed: {err.decode(errors='replace')[-300:]}")
     return out.decode(), err.decode()

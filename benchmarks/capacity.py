@@ -23,18 +23,14 @@ Every level runs for the same window; a level passes when every call keeps ≥ 4
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import queue
-import socket
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import numpy as np
@@ -42,87 +38,57 @@ import psutil
 
 from benchmarks._callers import BARRIER_TIMEOUT_S, PING_TIMEOUT_S, worker_entry
 from benchmarks._common import Options, Report, Row, command, fmt, markdown_table, ms
+from benchmarks._servers import ServerProcess, emulator_command, free_port, spawn, stopped_on_error
 
 NAME = "capacity"
 OK_FPS = 49.0
+#: The parent's bounds, each a little past the callers' own (see ``_callers``): from spawning the
+#: workers to the window's start (they open calls for up to OPEN_BUDGET_S, then meet at the barrier),
+#: from the window's end to their answers (commit, transcription result within 15 s, hang-up), and for
+#: them to exit after SIGTERM, then SIGKILL.
+START_TIMEOUT_S = BARRIER_TIMEOUT_S + 30
+COLLECT_TIMEOUT_S = 60.0
+REAP_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 10.0
 
 
 @dataclass
-class EmulatorProcess:
+class EmulatorProcess(ServerProcess):
     """``rtkit emulator`` in a child process, with what it printed at start."""
 
-    proc: asyncio.subprocess.Process
-    base_url: str
-    admin_token: str
-    stderr: IO[bytes]
+    base_url: str = ""
+    admin_token: str = ""
 
     @property
     def origin(self) -> str:
         return self.base_url.removesuffix("/v1")
 
-    @property
-    def ps(self) -> psutil.Process:
-        return psutil.Process(self.proc.pid)
 
-    def stderr_tail(self, lines: int = 5) -> str:
-        self.stderr.seek(0)
-        return " / ".join(self.stderr.read().decode(errors="replace").strip().splitlines()[-lines:])
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        if self.proc.stdout is not None:
-            await self.proc.stdout.read()  # drain to EOF so the pipe transport closes inside the loop
-        self.stderr.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def start_emulator(timeout: float = 30.0, workers: int = 0) -> EmulatorProcess:
-    """Start ``python -m rtkit emulator`` and read its base URL and admin token from stdout."""
-    stderr = tempfile.TemporaryFile()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "rtkit",
-        "emulator",
-        "--port",
-        str(_free_port()),
-        "--log-level",
-        "warning",
-        "--workers",
-        str(workers),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=stderr,
-    )
-    base_url = token = ""
+async def _read_banner(emu: EmulatorProcess, timeout: float) -> None:
+    """Read the base URL and admin token the emulator prints at start, within ``timeout``."""
     deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while not token and time.monotonic() < deadline:
+    assert emu.proc.stdout is not None
+    while not emu.admin_token and time.monotonic() < deadline:
         try:
-            line = (await asyncio.wait_for(proc.stdout.readline(), deadline - time.monotonic())).decode()
+            line = (await asyncio.wait_for(emu.proc.stdout.readline(), deadline - time.monotonic())).decode()
         except TimeoutError:
             break
         if not line:
             break
         if line.startswith("rtkit emulator on "):
-            base_url = line.split()[3]
+            emu.base_url = line.split()[3]
         if "admin token" in line:
-            token = line.rsplit(":", 1)[1].strip()
-    emu = EmulatorProcess(proc, base_url, token, stderr)
-    if not (base_url and token):
-        tail = emu.stderr_tail()
-        await emu.stop()
-        raise RuntimeError(f"the emulator did not start: {tail or 'no output'}")
+            emu.admin_token = line.rsplit(":", 1)[1].strip()
+    if not (emu.base_url and emu.admin_token):
+        raise RuntimeError(f"the emulator did not start: {emu.stderr_tail() or 'no output'}")
+
+
+async def start_emulator(timeout: float = 30.0, workers: int = 0) -> EmulatorProcess:
+    """Start ``python -m rtkit emulator`` and read its base URL and admin token from stdout."""
+    args = emulator_command(free_port(), "--workers", str(workers))
+    emu = EmulatorProcess(*await spawn(args, stdout=asyncio.subprocess.PIPE))
+    async with stopped_on_error(emu):
+        await _read_banner(emu, timeout)
     return emu
 
 
@@ -146,10 +112,12 @@ class Step:
     caller_cpu: float = 0.0
     machine_cpu: float = 0.0
     errors: list[str] = field(default_factory=list)
+    #: Why this level could not run to the end (a stage failed or timed out); empty when it did.
+    stalled: str = ""
 
     @property
     def ok(self) -> bool:
-        if self.opened != self.wanted or not self.caller_rx or len(self.emulator_rx) != self.opened:
+        if self.stalled or self.opened != self.wanted or not self.caller_rx or len(self.emulator_rx) != self.opened:
             return False
         return min(self.caller_rx) >= OK_FPS and min(self.emulator_rx) >= OK_FPS
 
@@ -161,15 +129,22 @@ async def _connected_on_emulator(emu: EmulatorProcess) -> int:
     return sum(1 for c in response.json()["calls"] if c["state"] == "connected")
 
 
-async def _wait_drained(emu: EmulatorProcess, timeout: float = 10.0) -> None:
-    """Wait (bounded) until the emulator has let go of every call, so steps do not overlap."""
+async def _wait_drained(emu: EmulatorProcess, timeout: float = DRAIN_TIMEOUT_S) -> str:
+    """Wait (bounded) until the emulator has let go of every call, so steps do not overlap: "" or why not."""
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=5.0) as http:
+    why = ""
+    async with httpx.AsyncClient(timeout=2.0) as http:
         while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(f"{emu.origin}/_rtkit/health")).json()["calls"] == 0:
-                    return
+            try:
+                left = (await http.get(f"{emu.origin}/_rtkit/health")).json()["calls"]
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                why = f"the emulator's health check failed ({type(exc).__name__})"
+            else:
+                if left == 0:
+                    return ""
+                why = f"{left} calls still open on the emulator"
             await asyncio.sleep(0.2)
+    return f"{why} {timeout:g} s after the step"
 
 
 def _shares(total: int, procs: int) -> list[int]:
@@ -207,18 +182,69 @@ def _merge(step: Step, result: dict[str, Any]) -> None:
     step.errors.extend(result.get("errors", []))
 
 
-async def _collect(workers: Sequence[BaseProcess], results: Any, step: Step) -> None:
-    for _ in workers:
-        with contextlib.suppress(queue.Empty):
-            _merge(step, await asyncio.to_thread(results.get, True, 30.0))
+async def _collect(workers: Sequence[BaseProcess], results: Any, step: Step, timeout: float) -> bool:
+    """Merge each worker's numbers as they arrive, until all have answered (True), all have exited, or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    answered = 0
+    while answered < len(workers) and time.monotonic() < deadline:
+        exited = not any(w.is_alive() for w in workers)  # read before get(): a worker puts, then exits
+        try:  # short gets: a cancelled run must not leave a thread blocked here for long
+            result = await asyncio.to_thread(results.get, True, min(1.0, max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            if exited:
+                break
+            continue
+        _merge(step, result)
+        answered += 1
+    if answered < len(workers):
+        missing = len(workers) - answered
+        why = "exited without an answer" if not any(w.is_alive() for w in workers) else f"not answered in {timeout:g} s"
+        step.stalled = step.stalled or f"{missing} of {len(workers)} caller workers {why}"
+    return answered == len(workers)
+
+
+async def _exited(workers: Sequence[BaseProcess], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while any(w.is_alive() for w in workers):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def _reap(workers: Sequence[BaseProcess], grace: float) -> str:
+    """Let the workers exit within ``grace`` s, then terminate, then kill: "" or which survived."""
+    if await _exited(workers, grace):
+        return ""
     for w in workers:
-        await asyncio.to_thread(w.join, 10.0)
+        if w.is_alive():
+            w.terminate()
+    if await _exited(workers, REAP_TIMEOUT_S):
+        return ""
+    for w in workers:
         if w.is_alive():
             w.kill()
+    if await _exited(workers, REAP_TIMEOUT_S):
+        return ""
+    return f"caller workers {[w.pid for w in workers if w.is_alive()]} survived SIGKILL"
+
+
+async def _measure(emu: EmulatorProcess, workers: Sequence[BaseProcess], window: float, step: Step) -> None:
+    """This process's side of the window: who is connected, and the CPU of every process while it lasts."""
+    window_end = time.monotonic() + window
+    cpu = CpuMeter(emu, workers)
+    cpu.start()
+    step.connected_on_emulator = await _connected_on_emulator(emu)
+    await asyncio.sleep(max(0.0, window_end - time.monotonic()))
+    cpu.read(step)
 
 
 async def run_step(emu: EmulatorProcess, wanted: int, opts: Options) -> Step:
-    """Spawn caller workers for ``wanted`` calls, measure one window together, collect their numbers."""
+    """Spawn caller workers for ``wanted`` calls, measure one window together, collect their numbers.
+
+    Bounded at every stage; a stage that cannot finish sets ``stalled``, and the workers are always
+    reaped (terminated, then killed) before this returns or raises.
+    """
     ctx = multiprocessing.get_context("spawn")
     shares = _shares(wanted, opts.caller_procs)
     barrier, results = ctx.Barrier(len(shares) + 1), ctx.Queue()
@@ -227,21 +253,35 @@ async def run_step(emu: EmulatorProcess, wanted: int, opts: Options) -> Step:
         for n in shares
     ]
     step = Step(wanted, procs=len(workers))
-    for w in workers:
-        w.start()
+    grace = 0.0  # for the workers to exit by themselves: none unless they have all answered
+    collect_timeout = COLLECT_TIMEOUT_S
     try:
-        await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT_S + 30)
-        window_end = time.monotonic() + opts.window
-        cpu = CpuMeter(emu, workers)
-        cpu.start()
-        step.connected_on_emulator = await _connected_on_emulator(emu)
-        await asyncio.sleep(max(0.0, window_end - time.monotonic()))
-        cpu.read(step)
-    except threading.BrokenBarrierError:
-        step.errors.append("a caller worker failed before the window")
+        for w in workers:
+            w.start()
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(barrier.wait, START_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            if time.monotonic() - started >= START_TIMEOUT_S:
+                step.stalled = f"the caller workers were not all ready within {START_TIMEOUT_S:g} s"
+                collect_timeout = REAP_TIMEOUT_S  # past their opening budget: those still silent are wedged
+            else:
+                step.stalled = "a caller worker failed before the window"
+        else:
+            try:
+                await _measure(emu, workers, opts.window, step)
+            except Exception as exc:  # the workers still measure: collect what they saw
+                step.stalled = f"measuring failed: {type(exc).__name__}: {exc}"
+        if await _collect(workers, results, step, collect_timeout):
+            grace = REAP_TIMEOUT_S
     finally:
-        await _collect(workers, results, step)
-        await _wait_drained(emu)
+        barrier.abort()  # wakes a barrier.wait thread left behind by a cancelled run; harmless once passed
+        survived = await _reap(workers, grace)
+        if survived:
+            step.errors.append(survived)
+    left = await _wait_drained(emu)
+    if left:
+        step.errors.append(left)
     return step
 
 
@@ -259,10 +299,14 @@ async def run(opts: Options) -> Report:
     steps: list[Step] = []
     try:
         for n in levels(opts):
-            # Every level runs, even past the first failure: the target level shows how far off it is.
-            steps.append(await run_step(emu, n, opts))
+            # Every level runs, even past the first miss: the target level shows how far off it is. Not past
+            # a stall or the emulator's exit, though: a higher level would only stall too, or cannot run.
+            step = await run_step(emu, n, opts)
+            steps.append(step)
             if emu.proc.returncode is not None:
-                raise RuntimeError(f"the emulator exited: {emu.stderr_tail()}")
+                step.stalled = f"the emulator exited ({emu.proc.returncode}): {emu.stderr_tail() or 'no output'}"
+            if step.stalled:
+                break
     finally:
         await emu.stop()
     return _report(steps, opts)
@@ -310,6 +354,8 @@ def _low(values: list[float]) -> float:
 
 def diagnose(s: Step) -> str:
     """Which leg fell short first, in the order audio flows: offered, taken in, sent back, decoded."""
+    if s.stalled:
+        return f"stalled: {s.stalled}"
     if s.opened < s.wanted:
         return f"only {s.opened} of {s.wanted} calls opened"
     if _low(s.caller_tx) < OK_FPS:
@@ -333,7 +379,9 @@ def _report(steps: list[Step], opts: Options) -> Report:
     good = [s.wanted for s in steps if s.ok]
     best = max(good) if good else 0
     tried = ", ".join(str(s.wanted) for s in steps)
-    value = f"{best} calls (tried {tried}; {opts.window:g} s window each)"
+    skipped = [str(n) for n in levels(opts) if n > steps[-1].wanted] if steps else []
+    not_tried = f"; not tried {', '.join(skipped)}" if skipped else ""
+    value = f"{best} calls (tried {tried}{not_tried}; {opts.window:g} s window each)"
     failed = [s for s in steps if not s.ok]
     if failed:
         value += f"; first miss at {failed[0].wanted}: {diagnose(failed[0])}"

@@ -41,24 +41,15 @@ from rtkit.emulator import Emulator, ToneResponder
 from rtkit.emulator.sessions import SessionState
 from rtkit.emulator.webrtc import RtcCall
 from rtkit.session import RealtimeSession, ReconnectPolicy
+from tests.chromium import ALLOW_MICROPHONE, CHROMIUM, WEBRTC_ARGS
 
 NAME = "session_vs_browser"
-CHROMIUM = Path("/usr/bin/chromium")
 PAGE = Path(__file__).with_name("browser_probe.html")
 PAGE_ROUTE = "/bench/browser-probe"
+#: The tests' WebRTC flags, plus: no throttling of timers or rendering, so the page's clock keeps pace.
 CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
+    *WEBRTC_ARGS,
+    ALLOW_MICROPHONE,
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",
 ]
