@@ -9,10 +9,6 @@ measurement window starts together, measure, and send back plain numbers.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import multiprocessing.connection
-import os
-import threading
 import time
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
@@ -22,6 +18,7 @@ import httpx
 import numpy as np
 
 from benchmarks._common import MAIN_KEY, Pinger
+from rtkit._process import exit_with_parent
 from rtkit.audio.pcm import PCM, tone
 from rtkit.emulator.probe import ProbeCall, open_call
 
@@ -164,23 +161,9 @@ async def callers(base_url: str, count: int, window: float, barrier: Barrier) ->
     return {**out, "opened": len(calls), "setup_s": setup_s, "errors": errors[:3]}
 
 
-def _exit_with_parent() -> None:
-    """End this worker as soon as the benchmark process is gone, however it went (even SIGKILL): orphaned
-    callers would otherwise keep streaming audio and load the next run's machine."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def worker_entry(base_url: str, count: int, window: float, barrier: Barrier, results: Queue[Any]) -> None:
     """Process target: never raises, always answers (and breaks the barrier so nobody waits forever)."""
-    _exit_with_parent()
+    exit_with_parent(1)  # orphaned callers would keep streaming audio and load the next run's machine
     try:
         result = asyncio.run(callers(base_url, count, window, barrier))
     except BaseException as exc:

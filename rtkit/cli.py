@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -86,6 +87,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def _until_stopped() -> None:
+    """Until SIGTERM or SIGINT: either one stops the server cleanly (an emulator stops its worker processes
+    too), as a service manager, a container runtime or Ctrl-C expects."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
 async def _serve(args: argparse.Namespace) -> None:
     from rtkit.emulator import Emulator
 
@@ -122,7 +137,7 @@ async def _serve(args: argparse.Namespace) -> None:
     print(f"  main key: {key_source}; ICE: {'loopback only' if emulator.loopback_ice else 'all interfaces'}")
     print(f"  admin token for /_rtkit (keep it to yourself): {emulator.admin_token}", flush=True)
     try:
-        await asyncio.Event().wait()
+        await _until_stopped()
     finally:
         await emulator.stop()
 
@@ -160,7 +175,7 @@ async def _broker(args: argparse.Namespace) -> None:
     await broker.start()
     logging.getLogger("rtkit.broker").info("broker on %s, upstream %s", broker.url, config.upstream_url)
     try:
-        await asyncio.Event().wait()
+        await _until_stopped()
     finally:
         await broker.stop()
 

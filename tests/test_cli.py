@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 
 import httpx
+import psutil
 import pytest
 
 
@@ -139,3 +140,40 @@ def test_demo_runs_a_timed_spoken_turn_through_the_broker() -> None:
     assert "reply transcript: [echo of" in out
     assert re.search(r"end of speech → first audible reply audio +\| +[\d,.]+ ms", out)
     assert "Traceback" not in result.stderr
+
+
+def _emulator_with_workers(port: int) -> tuple[subprocess.Popen[str], list[psutil.Process]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtkit", "emulator", "--port", str(port), "--workers", "2", "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for _ in range(20):
+        if "admin token" in proc.stdout.readline():
+            break
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+    assert len(workers) == 2, [p.cmdline() for p in psutil.Process(proc.pid).children(recursive=True)]
+    return proc, workers
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_emulator_stops_its_worker_processes(sig: signal.Signals) -> None:
+    """What a service manager or a container runtime sends: a clean stop, workers included, exit status 0."""
+    proc, workers = _emulator_with_workers(free_port())
+    proc.send_signal(sig)
+    assert proc.wait(15) == 0
+    _gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, [p.pid for p in alive]
+
+
+def test_workers_of_a_killed_emulator_do_not_outlive_it() -> None:
+    """SIGKILL leaves no chance to clean up: each worker notices its parent is gone and exits by itself."""
+    proc, workers = _emulator_with_workers(free_port())
+    proc.kill()
+    proc.wait(10)
+    _gone, alive = psutil.wait_procs(workers, timeout=10)
+    for orphan in alive:
+        orphan.kill()
+    assert not alive, "orphaned emulator workers"

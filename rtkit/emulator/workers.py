@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from rtkit._process import exit_with_parent
 from rtkit.emulator.config import EmulatorConfig
 from rtkit.emulator.errors import ApiError
 
@@ -30,6 +31,8 @@ _ADMIN = "X-Rtkit-Admin-Token"
 def _worker_main(settings: dict[str, Any], conn: multiprocessing.connection.Connection) -> None:
     """Entry point of a worker process: serve an emulator on a free loopback port until terminated."""
     from rtkit.emulator.server import Emulator
+
+    exit_with_parent()
 
     async def serve() -> None:
         emulator = Emulator(EmulatorConfig(**settings))
