@@ -290,13 +290,18 @@ async def test_answer_offers_opus_only(emulator: Emulator) -> None:
     assert rtpmaps and all("opus/48000/2" in line for line in rtpmaps)
 
 
-async def test_cors_opens_calls_to_allowed_origins_only() -> None:
-    page = "http://127.0.0.1:3000"
-    preflight_headers = {
-        "Origin": page,
+def preflight_for(origin: str) -> dict[str, str]:
+    """What a browser asks before it POSTs an SDP offer with a Bearer key (and the agents SDK's header)."""
+    return {
+        "Origin": origin,
         "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "authorization,content-type,x-openai-agents-sdk",
     }
+
+
+async def test_cors_opens_calls_to_allowed_origins_only() -> None:
+    page = "http://127.0.0.1:3000"
+    preflight_headers = preflight_for(page)
     async with Emulator(api_key=TEST_KEY, cors_origins=[page]) as emu, httpx.AsyncClient() as http:
         preflight = await http.options(f"{emu.base_url}/realtime/calls", headers=preflight_headers)
         foreign = await http.options(
@@ -351,15 +356,10 @@ async def test_worker_processes_carry_calls_end_to_end(speech: PCM) -> None:
 async def test_an_origin_allowed_at_runtime_gets_cors_from_then_on() -> None:
     """``BrowserCall`` learns the notebook page's origin only when the page shows the widget."""
     page = "http://127.0.0.1:8888"
-    preflight = {
-        "Origin": page,
-        "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization",
-    }
     async with Emulator(api_key=TEST_KEY) as emu, httpx.AsyncClient() as http:
-        before = await http.options(f"{emu.base_url}/realtime/calls", headers=preflight)
+        before = await http.options(f"{emu.base_url}/realtime/calls", headers=preflight_for(page))
         emu.allow_origin(page + "/")
-        after = await http.options(f"{emu.base_url}/realtime/calls", headers=preflight)
+        after = await http.options(f"{emu.base_url}/realtime/calls", headers=preflight_for(page))
         with pytest.raises(ValueError, match="not a web origin"):
             emu.allow_origin("javascript:alert(1)")
     assert "access-control-allow-origin" not in before.headers
