@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -165,3 +167,27 @@ async def test_chromium_reads_the_401_error_body_when_the_key_is_refused(
     assert result["connectionState"] == "closed"
     assert result["events"] == []
     assert not emulator.calls
+
+
+async def test_an_ordinary_browser_on_the_same_machine_reaches_the_loopback_emulator(emulator: Emulator) -> None:
+    """A participant's Chromium has no ``--allow-loopback-in-peer-connection``: it offers only its network
+    interfaces' candidates, yet reaches the emulator's loopback candidates on the same machine. That is what
+    lets a workshop laptop's own browser talk to the emulator in its kernel (``RTKIT_AUDIO=browser``)."""
+    interfaces = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET]
+    if not [ip for ip in interfaces if not ip.startswith("127.")]:
+        pytest.skip("no network interface besides loopback: without the flag Chromium gathers no candidate at all")
+    args = [a for a in CHROMIUM_ARGS if a != "--allow-loopback-in-peer-connection"]
+    async with async_playwright() as p:
+        ordinary = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        try:
+            page = await open_call_page(emulator, ordinary)
+            call = {"baseUrl": emulator.base_url, "key": await mint(emulator)}
+            http = await page.evaluate("(o) => startCall(o)", call)
+            with contextlib.suppress(PlaywrightTimeout):
+                await page.wait_for_function("() => window.__result.dcState === 'open'", timeout=10_000, polling=100)
+            result = await page.evaluate("() => window.__result")
+        finally:
+            await ordinary.close()
+    assert http["status"] == 201, http
+    assert result["dcState"] == "open" and result["connectionState"] == "connected", summary(result)
+    assert result["events"][0]["type"] == "session.created", summary(result)
