@@ -13,6 +13,7 @@ In a lesson the kernel plays the seed's *backend*: it holds the main key (the em
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -35,6 +36,11 @@ AUDIO_ENV = "RTKIT_AUDIO"
 #: Options both kinds of call take; the rest are passed only to the kind that knows them.
 _SESSION_ONLY = ("ice_servers", "jitter_packets")
 _BROWSER_ONLY = ("frontend_timeout",)
+
+
+def _jupyter_proxy_available() -> bool:
+    """jupyter-server-proxy is installed (the kernel shares the server's environment, as on most hubs)."""
+    return importlib.util.find_spec("jupyter_server_proxy") is not None
 
 
 def audio_side(choice: str | None = None) -> AudioSide:
@@ -90,10 +96,22 @@ class LabBackend:
         )
 
     def browser_call(self, config: dict[str, Any] | None = None, **options: Any) -> BrowserCall:
-        """A ``BrowserCall`` with this backend's keys; against the emulator, the page that shows it may call."""
+        """A ``BrowserCall`` with this backend's keys, that the notebook's page can reach.
+
+        The real API is reached directly. The kernel's emulator is reached through the Jupyter server
+        (jupyter-server-proxy: ``proxy/<port>/v1``, same origin as the page, so it works on an https hub),
+        or else directly, with its CORS opened to the page. On a JupyterHub the browser is elsewhere: the
+        proxy carries HTTP and WebSockets but not WebRTC's UDP media, so such calls use the WebSocket.
+        """
         from rtkit.widgets.browser_call import BrowserCall
 
-        return BrowserCall(self.keys, config, base_url=self.base_url, on_frontend=self.allow_page, **options)
+        base_url = self.base_url
+        if self.emulator is not None and _jupyter_proxy_available():
+            base_url = f"proxy/{self.emulator.port}/v1"
+            if os.environ.get("JUPYTERHUB_SERVICE_PREFIX") and options.get("transport") != "websocket":
+                self.notes.append("On a JupyterHub, browser calls to the emulator run over its WebSocket.")
+                options["transport"] = "websocket"
+        return BrowserCall(self.keys, config, base_url=base_url, on_frontend=self.allow_page, **options)
 
     def allow_page(self, origin: str) -> None:
         """Let the notebook page at ``origin`` open calls on the emulator (the real API needs nothing)."""

@@ -80,9 +80,10 @@ function microphoneError(err, retry) {
 
 /**
  * One WebRTC call. `onTrack(stream)` gets the model's voice; `timings` collects offer_ms, answer_ms,
- * connected_ms and channel_open_ms from the start. Resolves once the answer is applied.
+ * connected_ms and channel_open_ms from the start; `headers` go with the offer (a proxy's own, never a key's).
+ * Resolves once the answer is applied.
  */
-export async function openWebRTC({ baseUrl, key, mic, onTrack, on, timings = {} }) {
+export async function openWebRTC({ baseUrl, key, mic, onTrack, on, timings = {}, headers = {} }) {
   const t0 = performance.now();
   const since = () => Math.round((performance.now() - t0) * 10) / 10;
   // No iceServers: the service's answer carries its own candidates and learns the browser's address from
@@ -115,7 +116,7 @@ export async function openWebRTC({ baseUrl, key, mic, onTrack, on, timings = {} 
       res = await fetch(`${baseUrl}/realtime/calls`, {
         method: "POST",
         body: pc.localDescription.sdp,
-        headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/sdp" },
+        headers: { ...headers, Authorization: `Bearer ${key}`, "Content-Type": "application/sdp" },
       });
     } catch {
       throw new CallError("upstream_unreachable", `The Realtime API at ${baseUrl} cannot be reached from this browser.`, {

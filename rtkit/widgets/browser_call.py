@@ -124,6 +124,10 @@ class BrowserCall(CallCore, anywidget.AnyWidget):
     hands it to the browser, and returns once the browser's call has started (or raises the matching
     ``RtkitError``: ``MicrophoneDeniedError``, ``TokenExpiredError``, ``RateLimitedError``...). The widget
     must be shown in a live JupyterLab or Notebook 7 page; it works on any kernel, with or without audio.
+
+    ``base_url`` is the API's address as the *page* sees it: ``https://api.openai.com/v1``, an emulator's
+    ``http://127.0.0.1:8765/v1``, or a path on the Jupyter server such as ``proxy/8765/v1`` (the kernel's
+    emulator through jupyter-server-proxy, same origin as the page).
     """
 
     _esm = _module()
@@ -164,6 +168,8 @@ class BrowserCall(CallCore, anywidget.AnyWidget):
             reconnect,
             connect_timeout,
         )
+        if "://" in base_url and not base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"Not a Realtime API address: {base_url!r}.", hint="use http(s)://…/v1")
         super().__init__(
             _call_id=secrets.token_hex(8),
             base_url=base_url.rstrip("/"),

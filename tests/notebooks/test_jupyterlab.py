@@ -229,27 +229,41 @@ def spoken_then_silent(path: Path) -> Path:
     return path
 
 
-def test_quickstart_talks_from_the_browser_tab_when_the_audio_is_there(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("where", "transport"),
+    [("laptop", "webrtc"), ("hub", "websocket")],
+    ids=["same-machine", "jupyterhub"],
+)
+def test_quickstart_talks_from_the_browser_tab_when_the_audio_is_there(
+    tmp_path: Path, where: str, transport: str
+) -> None:
     """The workshop set-up: ``RTKIT_AUDIO=browser`` for the kernel, and a participant whose microphone says the
     shipped sentence once (Chromium's fake capture plays a WAV file). The same lesson, unchanged, makes its
-    call from the page: the kernel mints, the page calls the emulator (which opened its CORS to the page
-    when the page showed the call), the echo comes back, and the lesson's own asserts pass."""
+    call from the page: the kernel mints, the page reaches the kernel's emulator through the Jupyter server
+    (jupyter-server-proxy: same origin, XSRF header), the echo comes back, and the lesson's own asserts pass.
+    On a hub (``JUPYTERHUB_SERVICE_PREFIX`` set) the call runs over the proxied WebSocket."""
     root = lesson_copy(tmp_path)
     sentence = spoken_then_silent(tmp_path / "participant.wav")
-    with running_lab(tmp_path, root, settings=SCRIPTED, env={"RTKIT_AUDIO": "browser"}, expose_app=True) as server:
+    env = {"RTKIT_AUDIO": "browser"}
+    if where == "hub":
+        env["JUPYTERHUB_SERVICE_PREFIX"] = "/"  # what a hub sets for the single-user server and its kernels
+    with running_lab(tmp_path, root, settings=SCRIPTED, env=env, expose_app=True) as server:
         run = run_in_lab(
             server,
             NOTEBOOK,
             allow_microphone=True,
-            shot="quickstart_browser",
-            timeout_s=120,
+            shot=f"quickstart_browser_{where}",
+            timeout_s=100,
             extra_args=[f"--use-file-for-fake-audio-capture={sentence}%noloop"],
         )
+        # jupyter-server-proxy logs each WebSocket it carries to the kernel's emulator.
+        ws_proxied = "Websocket connection established to ws://localhost:" in server.log.read_text()
     why = run.explain()
     assert not [o for o in run.outputs if "Error" in o], why
     assert re.search(r"reply: \[echo of \d+\.\d+ s of your audio\]", "".join(run.outputs)), why
-    assert re.search(r"connected over webrtc in \d+ ms", "".join(run.outputs)), why
+    assert re.search(rf"connected over {transport} in \d+ ms", "".join(run.outputs)), why
     assert re.search(r"end of speech → first reply audio: \d+ ms", "".join(run.outputs)), why
-    assert "disconnected" in run.widget_text, why  # the lesson's last cell hangs up
+    assert "disconnected" in run.widget_text and "proxy/" in run.widget_text, why  # reached through Jupyter
     assert not re.findall(r"ek_[A-Za-z0-9]{8,}", run.saved_text), "a key reached the saved notebook"
     assert not run.page_errors, why
+    assert ws_proxied == (transport == "websocket"), "the WebSocket should go through the Jupyter server"

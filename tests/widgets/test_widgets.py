@@ -51,8 +51,15 @@ async def test_the_lesson_call_is_on_the_side_the_reader_chose(
     assert kernel.state == "failed"
 
     monkeypatch.setenv("RTKIT_AUDIO", "Browser")
+    monkeypatch.delenv("JUPYTERHUB_SERVICE_PREFIX", raising=False)
     browser = backend.call(jitter_packets=2)
-    assert isinstance(browser, BrowserCall) and browser.base_url == backend.base_url
+    # The page reaches the kernel's emulator through the Jupyter server (jupyter-server-proxy, a lab dependency).
+    assert isinstance(browser, BrowserCall) and backend.emulator is not None
+    assert browser.base_url == f"proxy/{backend.emulator.port}/v1" and browser.transport_choice == "auto"
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+    on_a_hub = backend.call(transport="webrtc")  # the proxy carries no UDP: WebRTC could never connect
+    assert isinstance(on_a_hub, BrowserCall) and on_a_hub.transport_choice == "websocket"
+    assert any("WebSocket" in note for note in backend.notes)
     with pytest.raises(ConfigurationError, match="Unknown audio side 'speaker'"):
         backend.call(audio="speaker")
 

@@ -346,13 +346,14 @@ class Call extends EventTarget {
   // ---- transports (realtime.js): each calls on.event(serverEvent) and on.lost(reason) ----------------
 
   openWebRTC(key, on, timings) {
-    const baseUrl = this.model.get("base_url");
-    return openWebRTC({ baseUrl, key, mic: this.mic, onTrack: (stream) => this.playRemoteStream(stream), on, timings });
+    const { baseUrl, headers } = apiAddress(this.model.get("base_url"));
+    const onTrack = (stream) => this.playRemoteStream(stream);
+    return openWebRTC({ baseUrl, key, mic: this.mic, onTrack, on, timings, headers });
   }
 
   openWebSocket(key, on) {
     return openWebSocket({
-      baseUrl: this.model.get("base_url"),
+      baseUrl: apiAddress(this.model.get("base_url")).baseUrl,
       model: this.model.get("model"), // the widget's `model` trait: the model's name
       key,
       on,
@@ -395,6 +396,21 @@ class Call extends EventTarget {
     this.tell({ kind: "stats", stats });
     this.emit("stats");
   }
+}
+
+/**
+ * Where the API is, from this page. An absolute `base_url` is used as is. A relative one ("proxy/8765/v1")
+ * is a path on this Jupyter server: jupyter-server-proxy's route to the kernel's emulator, same origin as the
+ * page (no CORS, no mixed content on an https hub). The server guards POSTs with its XSRF cookie, which
+ * the page echoes in a header, as JupyterLab's own requests do; the header never goes to another origin.
+ */
+function apiAddress(baseUrl) {
+  if (/^https?:\/\//.test(baseUrl)) return { baseUrl, headers: {} };
+  const config = document.getElementById("jupyter-config-data");
+  const root = config ? JSON.parse(config.textContent).baseUrl || "/" : "/";
+  const url = new URL(root.replace(/\/?$/, "/") + baseUrl.replace(/^\//, ""), window.location.origin);
+  const xsrf = document.cookie.match(/(?:^|; )_xsrf=([^;]*)/);
+  return { baseUrl: url.href.replace(/\/$/, ""), headers: xsrf ? { "X-XSRFToken": decodeURIComponent(xsrf[1]) } : {} };
 }
 
 // ---- the view: state, message, meters, stats, transcript, two buttons -------------------------------
