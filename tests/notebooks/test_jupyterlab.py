@@ -215,17 +215,22 @@ async def test_quickstart_runs_in_jupyterlab_and_its_widgets_render_and_connect(
     assert digest(NOTEBOOKS / NOTEBOOK) == lab.repo_digest, f"{NOTEBOOK} in the repository changed"
 
 
-def spoken_then_silent(path: Path) -> Path:
-    """The shipped sentence and 3 s of digital silence. At the end of a ``%noloop`` file Chromium's fake capture
-    repeats its last buffer for ever: after the bare sentence that is a buzz no VAD takes for silence."""
+def participant(path: Path, *, says: int = 1, seconds: float | None = None, pause: float = 3.0) -> Path:
+    """A fake microphone's WAV: the shipped sentence (or its first ``seconds``) ``says`` times, each followed by
+    ``pause`` s of digital silence; ``says=0`` is a participant who keeps quiet. At the end of a ``%noloop``
+    file Chromium's fake capture repeats its last buffer for ever: after bare speech that is a buzz no VAD
+    takes for silence, hence the pause at the end too."""
     with wave.open(str(HELLO_WAV)) as source:
         rate, width, channels = source.getframerate(), source.getsampwidth(), source.getnchannels()
         frames = source.readframes(source.getnframes())
+    if seconds is not None:
+        frames = frames[: int(seconds * rate) * width * channels]
+    silence = bytes(int(pause * rate) * width * channels)
     with wave.open(str(path), "wb") as out:
         out.setnchannels(channels)
         out.setsampwidth(width)
         out.setframerate(rate)
-        out.writeframes(frames + bytes(3 * rate * width * channels))
+        out.writeframes((frames + silence) * says + silence)
     return path
 
 
@@ -243,7 +248,7 @@ def test_quickstart_talks_from_the_browser_tab_when_the_audio_is_there(
     (jupyter-server-proxy: same origin, XSRF header), the echo comes back, and the lesson's own asserts pass.
     On a hub (``JUPYTERHUB_SERVICE_PREFIX`` set) the call runs over the proxied WebSocket."""
     root = lesson_copy(tmp_path)
-    sentence = spoken_then_silent(tmp_path / "participant.wav")
+    sentence = participant(tmp_path / "participant.wav")
     env = {"RTKIT_AUDIO": "browser"}
     if where == "hub":
         env["JUPYTERHUB_SERVICE_PREFIX"] = "/"  # what a hub sets for the single-user server and its kernels
@@ -267,3 +272,47 @@ def test_quickstart_talks_from_the_browser_tab_when_the_audio_is_there(
     assert not re.findall(r"ek_[A-Za-z0-9]{8,}", run.saved_text), "a key reached the saved notebook"
     assert not run.page_errors, why
     assert ws_proxied == (transport == "websocket"), "the WebSocket should go through the Jupyter server"
+
+
+#: The other lessons on the browser side: what the participant's microphone does in each (the fake capture).
+LESSONS = {
+    "03_session_and_events.ipynb": {"says": 0},  # text turns: a quiet participant
+    "04_audio_levels.ipynb": {"says": 1},
+    "05_latency.ipynb": {"says": 3, "seconds": 1.5},  # three short utterances, as the recorded lesson plays
+    "06_error_scenarios.ipynb": {"says": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def browser_side_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    tmp = tmp_path_factory.mktemp("browser_side")
+    root = lesson_copy(tmp)
+    for lesson in LESSONS:
+        strip_outputs(root / lesson)
+    with running_lab(tmp, root, settings=SCRIPTED, env={"RTKIT_AUDIO": "browser"}, expose_app=True) as server:
+        yield server
+
+
+@pytest.mark.parametrize("lesson", list(LESSONS))
+def test_every_lesson_runs_unchanged_with_the_audio_in_the_browser_tab(
+    browser_side_lab: Lab, lesson: str, tmp_path: Path
+) -> None:
+    """ "The other lessons take whichever session the reader chose": each lesson's own asserts pass with
+    ``RTKIT_AUDIO=browser`` (the lesson's call is a BrowserCall, reaching the kernel's emulator through the
+    Jupyter server), and its saved copy holds no key."""
+    microphone = participant(tmp_path / "participant.wav", **LESSONS[lesson])  # type: ignore[arg-type]
+    run = run_in_lab(
+        browser_side_lab,
+        lesson,
+        allow_microphone=True,
+        shot=f"lesson_{lesson[:2]}_browser",
+        timeout_s=100,
+        extra_args=[f"--use-file-for-fake-audio-capture={microphone}%noloop"],
+    )
+    why = run.explain()
+    cells = [c for c in run.saved["cells"] if c["cell_type"] == "code"]
+    assert all(c["execution_count"] for c in cells), why  # Lab stops a run at the first failing assert
+    assert not [o for o in run.outputs if "Error" in o], why
+    assert "proxy/" in run.widget_text and "disconnected" in run.widget_text, why
+    assert not re.findall(r"ek_[A-Za-z0-9]{8,}", run.saved_text), "a key reached the saved notebook"
+    assert not run.page_errors, why
