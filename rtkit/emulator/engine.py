@@ -99,6 +99,9 @@ class Engine:
         self._input_start_ms = 0  # input-stream position of self._input[0]
         self._stream_samples = 0  # every sample ever appended
         self._speech_item: str | None = None
+        #: Input-stream position from which silence counts towards ``idle_timeout_ms``: set once the last
+        #: reply has been heard (response.done plus its playback), cleared by speech; None before any reply.
+        self._idle_from_ms: int | None = None
         self._vad = EnergyVad()
         self._response: dict[str, Any] | None = None
         self._response_task: asyncio.Task[None] | None = None
@@ -245,11 +248,36 @@ class Engine:
                 self._speech_started(vad_event.ms, td)
             else:
                 self._speech_stopped(vad_event.ms, td)
+        self._check_idle(td)
+
+    def _check_idle(self, td: dict[str, Any]) -> None:
+        """server_vad's ``idle_timeout_ms``: after that much silence since the last reply was heard, the buffer
+        is committed (``input_audio_buffer.timeout_triggered``, then ``committed``) and a response made, so the
+        model can prompt the user to go on. Counted on the input audio's own clock, like the VAD."""
+        timeout = td.get("idle_timeout_ms")
+        if not timeout or td["type"] != "server_vad" or self._idle_from_ms is None:
+            return
+        if self._speech_item is not None or self._response is not None:
+            return
+        now = _ms(self._stream_samples)
+        if now - self._idle_from_ms < timeout:
+            return
+        start, self._idle_from_ms = self._idle_from_ms, None
+        item_id = new_id("item")
+        self.emit("input_audio_buffer.timeout_triggered", audio_start_ms=start, audio_end_ms=now, item_id=item_id)
+        self._commit(item_id, upto_ms=None)
+        if self.session.kind == "realtime":
+            self._start_response({}, None)
+
+    def _reply_heard(self, extra_ms: int = 0) -> None:
+        """The last reply has finished playing (``extra_ms`` from now): the idle clock starts there."""
+        self._idle_from_ms = _ms(self._stream_samples) + extra_ms
 
     def _speech_started(self, at_ms: int, td: dict[str, Any]) -> None:
         start_ms = max(0, at_ms - int(td.get("prefix_padding_ms", 300)))
         self._trim_input(start_ms)
         self._speech_item = new_id("item")
+        self._idle_from_ms = None
         self.emit("input_audio_buffer.speech_started", audio_start_ms=start_ms, item_id=self._speech_item)
         if td.get("interrupt_response", True):
             self._interrupt()
@@ -416,6 +444,7 @@ class Engine:
         response_id = self.player.clear()
         if response_id:
             self.emit("output_audio_buffer.cleared", response_id=response_id)
+            self._reply_heard()
 
     def _interrupt(self) -> None:
         """Barge-in: the user spoke over the reply."""
@@ -591,6 +620,10 @@ class Engine:
         response["usage"] = _usage(self._input_tokens(), audio_ms, text)
         self._response = None
         self.emit("response.done", response=response)
+        if self.player is None:  # WebSocket: the client plays the reply from now on, for as long as it lasts
+            self._reply_heard(audio_ms)
+        elif not audio_ms or not self.player.playing:  # WebRTC with nothing (left) to play
+            self._reply_heard()
         self.emit(
             "rate_limits.updated",
             rate_limits=[
@@ -613,6 +646,8 @@ class Engine:
 
     def playback_stopped(self, response_id: str) -> None:
         self.emit("output_audio_buffer.stopped", response_id=response_id)
+        if self._response is None:
+            self._reply_heard()
 
 
 def _usage(input_audio_tokens: int, audio_ms: int, text: str) -> dict[str, Any]:

@@ -364,3 +364,34 @@ async def test_an_origin_allowed_at_runtime_gets_cors_from_then_on() -> None:
             emu.allow_origin("javascript:alert(1)")
     assert "access-control-allow-origin" not in before.headers
     assert after.status_code == 200 and after.headers["access-control-allow-origin"] == page
+
+
+async def test_idle_timeout_over_webrtc_counts_from_output_audio_buffer_stopped(emulator: Emulator) -> None:
+    """Over WebRTC the emulator plays the reply itself: the idle clock starts when its buffer has played out."""
+    call = await open_call(emulator.base_url, TEST_KEY)  # the probe's track sends silence, in real time
+    try:
+        detection = {"type": "server_vad", "idle_timeout_ms": 1000}
+        call.send(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "audio": {"input": {"turn_detection": detection}}},
+            }
+        )
+        await call.wait_for("session.updated")
+        call.send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]},
+            }
+        )
+        call.send({"type": "response.create"})
+        stopped = await call.wait_for("output_audio_buffer.stopped", timeout=15)
+        triggered = await call.wait_for("input_audio_buffer.timeout_triggered", timeout=5)
+        second = await call.wait_for("response.created")
+    finally:
+        await call.close()
+    times = {id(event): t for t, event in call.events}
+    waited = times[id(triggered)] - times[id(stopped)]
+    assert 0.9 <= waited <= 1.6, waited  # 1 s of input silence after the playback stopped (plus 20 ms frames)
+    assert triggered["audio_end_ms"] - triggered["audio_start_ms"] >= 1000
+    assert second["response"]["status"] == "in_progress"

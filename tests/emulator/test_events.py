@@ -287,3 +287,51 @@ async def test_barge_in_cancels_the_active_response(conn: Conn) -> None:
     assert done["response"]["status"] == "cancelled"
     assert done["response"]["status_details"]["reason"] == "turn_detected"
     assert started["item_id"].startswith("item_")
+
+
+def idle_vad(**fields: Any) -> dict[str, Any]:
+    detection = {"type": "server_vad", "silence_duration_ms": 300, "idle_timeout_ms": 2000}
+    return {
+        "type": "session.update",
+        "session": {"type": "realtime", **fields, "audio": {"input": {"turn_detection": detection}}},
+    }
+
+
+async def test_idle_timeout_prompts_a_response_after_silence_since_the_last_reply(conn: Conn) -> None:
+    await conn.send(idle_vad(output_modalities=["text"]))
+    await conn.until("session.updated")
+    await conn.send(text_item("Hello?"))
+    await conn.send({"type": "response.create"})
+    await conn.until("response.done")  # a text reply, heard at once: the idle clock starts at input 0 ms
+    await conn.send(append(np.zeros(int(1.5 * REALTIME_RATE), dtype=np.int16)))
+    await conn.send(append(np.zeros(REALTIME_RATE, dtype=np.int16)))
+    triggered = await conn.until("input_audio_buffer.timeout_triggered")
+    assert not [e for e in conn.seen if e["type"] == "input_audio_buffer.speech_started"]
+    assert triggered["audio_start_ms"] == 0 and 2000 <= triggered["audio_end_ms"] <= 2500, triggered
+    committed = await conn.until("input_audio_buffer.committed")
+    assert committed["item_id"] == triggered["item_id"]
+    done = await conn.until("response.done")
+    assert done["response"]["status"] == "completed"
+    # Once is enough: the clock starts again only after this reply, and speech stops it.
+    await conn.send(append(np.concatenate([np.zeros(REALTIME_RATE, dtype=np.int16), tone(0.5)])))
+    await conn.send(append(np.zeros(int(0.5 * REALTIME_RATE), dtype=np.int16)))
+    await conn.until("input_audio_buffer.speech_stopped")
+    await conn.until("response.done")
+    after = conn.seen[conn.seen.index(done) :]
+    assert [e["type"] for e in after].count("input_audio_buffer.timeout_triggered") == 0
+
+
+async def test_idle_timeout_counts_from_the_end_of_the_replys_playback(conn: Conn) -> None:
+    """Over a WebSocket the client plays the reply after ``response.done``: silence counts from the end of it."""
+    await conn.send(idle_vad())
+    await conn.until("session.updated")
+    await conn.send(text_item("Say something."))
+    await conn.send({"type": "response.create"})
+    done = await conn.until("response.done")
+    reply_ms = sum(len(base64.b64decode(e["delta"])) for e in conn.seen if e["type"] == "response.output_audio.delta")
+    reply_ms //= 2 * REALTIME_RATE // 1000
+    assert reply_ms > 0, done
+    await conn.send(append(np.zeros((reply_ms + 2500) * REALTIME_RATE // 1000, dtype=np.int16)))
+    triggered = await conn.until("input_audio_buffer.timeout_triggered")
+    assert abs(triggered["audio_start_ms"] - reply_ms) <= 1, (triggered, reply_ms)
+    assert triggered["audio_end_ms"] - triggered["audio_start_ms"] >= 2000
