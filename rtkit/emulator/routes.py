@@ -8,6 +8,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+import websockets
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -222,8 +223,12 @@ async def realtime_websocket(ws: WebSocket) -> None:
         if failure := emu.faults.take_call_failure():
             raise failure
         call_id = ws.query_params.get("call_id")
+        if call_id and emu.pool is not None and emu.pool.owns(call_id):
+            relay_to = emu.pool.sideband(call_id)
+        else:
+            relay_to = None
         sideband = emu.calls.get(call_id) if call_id else None
-        if call_id and sideband is None:
+        if call_id and sideband is None and relay_to is None:
             raise ApiError(f"Call '{call_id}' not found.", status=404, code="call_not_found")
         session = None if sideband else _session_for(emu, caller, None)
         model = ws.query_params.get("model")
@@ -233,6 +238,9 @@ async def realtime_websocket(ws: WebSocket) -> None:
         await _deny(ws, err)
         return
     await ws.accept(subprotocol=subprotocol)
+    if relay_to is not None:
+        await _relay(ws, *relay_to)
+        return
     outbox: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue()
 
     def expired(reason: str) -> None:
@@ -268,6 +276,36 @@ async def realtime_websocket(ws: WebSocket) -> None:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await writer
+
+
+async def _relay(ws: WebSocket, url: str, headers: dict[str, str]) -> None:
+    """A sideband WebSocket for a call a worker process carries: the worker's own sideband, relayed both ways
+    until either side closes (the call's engine lives in the worker)."""
+    try:
+        async with websockets.connect(url, additional_headers=headers) as upstream:
+
+            async def down() -> None:
+                async for message in upstream:
+                    await ws.send_text(message if isinstance(message, str) else message.decode())
+
+            async def up() -> None:
+                while True:
+                    message = await ws.receive()
+                    if message["type"] == "websocket.disconnect":
+                        return
+                    await upstream.send(message.get("text") or message.get("bytes") or "")
+
+            tasks = [asyncio.ensure_future(down()), asyncio.ensure_future(up())]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+    except (OSError, websockets.WebSocketException):
+        pass  # the worker's call ended (or the worker went away): the sideband ends with it
+    with contextlib.suppress(Exception):
+        await ws.close(code=1000)
 
 
 def _session_config(session: SessionState) -> dict[str, Any]:

@@ -100,6 +100,11 @@ class WorkerPool:
     def owns(self, call_id: str) -> bool:
         return call_id in self._owner
 
+    def sideband(self, call_id: str) -> tuple[str, dict[str, str]]:
+        """Where a server's WebSocket for a call this pool carries goes (``?call_id=``), and how to knock."""
+        url = self._owner[call_id].url.replace("http://", "ws://", 1)
+        return f"{url}/v1/realtime?call_id={call_id}", {"Authorization": f"Bearer {self._api_key}"}
+
     @property
     def calls(self) -> dict[str, str]:
         """Live call id → the worker URL carrying it."""

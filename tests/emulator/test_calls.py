@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 import numpy as np
@@ -15,7 +16,7 @@ from openai import AsyncOpenAI
 from rtkit._ice import loopback_candidates, rtc_configuration
 from rtkit.audio.pcm import PCM, REALTIME_RATE, level_dbfs, tone
 from rtkit.emulator import Emulator
-from rtkit.emulator.probe import PcmTrack, open_call
+from rtkit.emulator.probe import PcmTrack, ProbeCall, open_call
 from tests.conftest import TEST_KEY
 from tests.emulator.test_websocket import mint
 
@@ -141,21 +142,23 @@ async def test_events_on_the_data_channel_are_answered(emulator: Emulator) -> No
     assert error["error"]["event_id"] == "evt_2" and error["error"]["code"] == "unknown_parameter"
 
 
+async def join_from_the_server(websocket_url: str, call: ProbeCall) -> dict[str, Any]:
+    """The sideband: a server joins the call's WebSocket and updates the session; what the peer then sees."""
+    async with websockets.connect(
+        f"{websocket_url}/realtime?call_id={call.call_id}",
+        additional_headers={"Authorization": f"Bearer {TEST_KEY}"},
+    ) as ws:
+        assert json.loads(await ws.recv())["type"] == "session.updated"
+        update = {"type": "session.update", "session": {"type": "realtime", "instructions": "from the server"}}
+        await ws.send(json.dumps(update))
+        assert json.loads(await ws.recv())["type"] == "session.updated"
+        return await call.wait_for("session.updated")
+
+
 async def test_sideband_websocket_joins_a_live_call(emulator: Emulator) -> None:
     call = await open_call(emulator.base_url, TEST_KEY)
     try:
-        async with websockets.connect(
-            f"{emulator.websocket_url}/realtime?call_id={call.call_id}",
-            additional_headers={"Authorization": f"Bearer {TEST_KEY}"},
-        ) as ws:
-            assert json.loads(await ws.recv())["type"] == "session.updated"
-            await ws.send(
-                json.dumps(
-                    {"type": "session.update", "session": {"type": "realtime", "instructions": "from the server"}}
-                )
-            )
-            assert json.loads(await ws.recv())["type"] == "session.updated"
-            seen_on_channel = await call.wait_for("session.updated")
+        seen_on_channel = await join_from_the_server(emulator.websocket_url, call)
     finally:
         await call.close()
     assert seen_on_channel["session"]["instructions"] == "from the server"
@@ -336,6 +339,9 @@ async def test_worker_processes_carry_calls_end_to_end(speech: PCM) -> None:
         await first.wait_for("output_audio_buffer.stopped", timeout=30)
         kinds = [e["type"] for _, e in first.events]
         assert kinds.index("input_audio_buffer.speech_stopped") < kinds.index("response.done")
+        # The sideband of a worker's call goes through the public emulator, relayed to the worker.
+        seen_on_channel = await join_from_the_server(emu.websocket_url, second)
+        assert seen_on_channel["session"]["instructions"] == "from the server"
         listed = await http.get(f"{emu.origin}/_rtkit/calls", headers={"X-Rtkit-Admin-Token": emu.admin_token})
         assert {c["id"] for c in listed.json()["calls"]} == {first.call_id, second.call_id}
         hung = await http.post(
