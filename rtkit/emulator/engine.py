@@ -25,6 +25,7 @@ from rtkit.audio.pcm import PCM, REALTIME_RATE
 from rtkit.emulator.errors import ApiError
 from rtkit.emulator.responders import Reply, Responder, Turn
 from rtkit.emulator.sessions import SessionState
+from rtkit.emulator.tools import ToolCall, choose_tool
 from rtkit.emulator.vad import EnergyVad
 from rtkit.schema import is_realtime_model
 
@@ -36,6 +37,8 @@ TransportKind = Literal["webrtc", "websocket"]
 _SAMPLES_PER_MS = REALTIME_RATE // 1000
 #: Audio is generated in 100 ms chunks; each becomes one delta (WebSocket) or five track frames.
 _CHUNK_MS = 100
+#: Characters of function-call arguments per `response.function_call_arguments.delta`.
+_ARGUMENT_CHUNK = 16
 _SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 700, "auto": 700, "high": 350}
 
 CLIENT_EVENTS = (
@@ -484,6 +487,11 @@ class Engine:
         audio: PCM | None = None
         text: str | None = None
         for item in reversed(self._items.values()):
+            if item.get("type") == "function_call_output":  # the reply reports what the function returned
+                called = next((i for i in self._items.values() if i.get("call_id") == item["call_id"]), None)
+                name = called["name"] if called and called.get("type") == "function_call" else "function"
+                text = f"The {name} function returned {item.get('output')}"
+                break
             if item.get("role") == "user":
                 audio = self._item_audio.get(item["id"])
                 text = " ".join(p.get("text", "") for p in item.get("content", []) if p.get("text")) or None
@@ -526,7 +534,15 @@ class Engine:
                     },
                 )
                 return
-            reply: Reply = await self.responder.respond(self._turn(params, wants_audio))
+            turn = self._turn(params, wants_audio)
+            latest = next(reversed(self._items.values()), None)
+            if latest is None or latest.get("type") != "function_call_output":
+                tools = params.get("tools", self.session.tools)
+                call = choose_tool(tools, params.get("tool_choice", self.session.tool_choice), turn.user_text)
+                if call is not None:
+                    await self._call_function(response, call)
+                    return
+            reply: Reply = await self.responder.respond(turn)
             in_conversation = response["conversation_id"] is not None
             previous = self._last_item_id()
             self.emit("response.output_item.added", response_id=rid, output_index=0, item=item)
@@ -605,6 +621,48 @@ class Engine:
                 text=transcript,
                 details={"type": "cancelled", "reason": self._cancel_reason},
             )
+
+    async def _call_function(self, response: dict[str, Any], call: ToolCall) -> None:
+        """The response is a function call: its item, its arguments streamed, then ``response.done``."""
+        rid = response["id"]
+        item: dict[str, Any] = {
+            "id": new_id("item"),
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": "in_progress",
+            "name": call.name,
+            "call_id": new_id("call"),
+            "arguments": "",
+        }
+        ctx = {"response_id": rid, "item_id": item["id"], "output_index": 0, "call_id": item["call_id"]}
+        in_conversation = response["conversation_id"] is not None
+        previous = self._last_item_id()
+        self.emit("response.output_item.added", response_id=rid, output_index=0, item=dict(item))
+        if in_conversation:
+            self._items[item["id"]] = item
+            self.emit("conversation.item.added", item=dict(item), previous_item_id=previous)
+        try:
+            for start in range(0, len(call.arguments), _ARGUMENT_CHUNK):
+                if start:
+                    await asyncio.sleep(0.01 / self.generation_speed)
+                delta = call.arguments[start : start + _ARGUMENT_CHUNK]
+                item["arguments"] += delta
+                self.emit("response.function_call_arguments.delta", **ctx, delta=delta)
+        except asyncio.CancelledError:
+            if self._closed:
+                raise
+            item["status"] = "incomplete"
+            self.emit("response.output_item.done", response_id=rid, output_index=0, item=dict(item))
+            response["output"] = [item]
+            self._finish(response, "cancelled", details={"type": "cancelled", "reason": self._cancel_reason})
+            return
+        self.emit("response.function_call_arguments.done", **ctx, name=call.name, arguments=call.arguments)
+        item["status"] = "completed"
+        self.emit("response.output_item.done", response_id=rid, output_index=0, item=dict(item))
+        if in_conversation:
+            self.emit("conversation.item.done", item=dict(item), previous_item_id=previous)
+        response["output"] = [item]
+        self._finish(response, "completed", text=call.arguments)
 
     def _finish(
         self,

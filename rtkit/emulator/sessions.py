@@ -158,6 +158,14 @@ class SessionState:
         return value if isinstance(value, dict) else None
 
     @property
+    def tools(self) -> list[dict[str, Any]]:
+        return list(self._data.get("tools") or [])
+
+    @property
+    def tool_choice(self) -> Any:
+        return self._data.get("tool_choice", "auto")
+
+    @property
     def voice(self) -> str:
         return str(self._data.get("audio", {}).get("output", {}).get("voice") or "marin")
 

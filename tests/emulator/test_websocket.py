@@ -221,3 +221,75 @@ async def test_session_hits_its_maximum_duration() -> None:
         with pytest.raises(websockets.ConnectionClosed) as info:
             await asyncio.wait_for(ws.recv(), 5)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city"],
+    },
+}
+
+
+async def test_sdk_function_call_round_trip(emulator: Emulator) -> None:
+    """The documented tool loop, with the official SDK: the text names the function, the "model" calls it with
+    arguments that fit its schema, the client answers with a function_call_output, and the reply uses it."""
+    client = AsyncOpenAI(base_url=emulator.base_url, api_key=await mint(emulator), max_retries=0)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        await conn.recv()
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [WEATHER]})
+        await until(conn, "session.updated")
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "get weather, Paris"}]}
+        )
+        await conn.response.create()
+        seen: list[str] = []
+        args = await until(conn, "response.function_call_arguments.done", seen)
+        done = await until(conn, "response.done", seen)
+        call = done.response.output[0]
+        assert call.type == "function_call" and call.name == "get_weather" and call.call_id == args.call_id
+        assert json.loads(args.arguments) == {"city": "get weather, Paris", "unit": "celsius"}
+        assert call.arguments == args.arguments and done.response.status == "completed"
+        assert seen.index("response.output_item.added") < seen.index("response.function_call_arguments.delta")
+        assert seen[-3:] == ["response.output_item.done", "conversation.item.done", "response.done"]
+
+        await conn.conversation.item.create(
+            item={"type": "function_call_output", "call_id": call.call_id, "output": '{"temperature": 21}'}
+        )
+        await conn.response.create()
+        answer = await until(conn, "response.done")
+    assert answer.response.output[0].type == "message"
+    assert answer.response.output[0].content[0].text == 'The get_weather function returned {"temperature": 21}'
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "text", "called"),
+    [
+        ("auto", "hello there", None),  # the text does not name it: an ordinary reply
+        ("required", "hello there", "get_weather"),
+        ({"type": "function", "name": "get_weather"}, "hello there", "get_weather"),
+        ("none", "get_weather please", None),
+    ],
+)
+async def test_tool_choice_decides_whether_the_function_is_called(
+    emulator: Emulator, tool_choice: Any, text: str, called: str | None
+) -> None:
+    client = AsyncOpenAI(base_url=emulator.base_url, api_key=await mint(emulator), max_retries=0)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        await conn.recv()
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [WEATHER]})
+        await until(conn, "session.updated")
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+        )
+        await conn.response.create(response={"tool_choice": tool_choice})
+        done = await until(conn, "response.done")
+    output = done.response.output[0]
+    if called:
+        assert output.type == "function_call" and output.name == called, output
+    else:
+        assert output.type == "message", output
