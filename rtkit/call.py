@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import random
 import time
@@ -107,6 +108,8 @@ class LiveCall(Protocol):
     def update_session(self, **fields: Any) -> None: ...
 
     def send_text(self, text: str, *, respond: bool = True) -> None: ...
+
+    def send_function_output(self, call_id: str, output: Any, *, respond: bool = True) -> None: ...
 
     def create_response(self, **params: Any) -> None: ...
 
@@ -339,6 +342,19 @@ class CallCore:
             {
                 "type": "conversation.item.create",
                 "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+            }
+        )
+        if respond:
+            self.create_response()
+
+    def send_function_output(self, call_id: str, output: Any, *, respond: bool = True) -> None:
+        """Answer the model's function call (``response.function_call_arguments.done`` names ``call_id``):
+        ``output`` goes back JSON-encoded unless it is already a string; ``respond`` asks for the reply."""
+        text = output if isinstance(output, str) else json.dumps(output)
+        self.send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "function_call_output", "call_id": call_id, "output": text},
             }
         )
         if respond:

@@ -107,6 +107,25 @@ async def test_text_turn_and_event_iteration(emulator: Emulator, issuer: TokenIs
     assert "response.output_text.delta" in seen
 
 
+@pytest.mark.parametrize("transport", ["webrtc", "websocket"])
+async def test_a_function_call_is_answered_with_send_function_output(
+    emulator: Emulator, issuer: TokenIssuer, transport: Any
+) -> None:
+    tool = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}
+    config = {"output_modalities": ["text"], "tools": [tool]}
+    async with RealtimeSession(IssuerKeys(issuer), config, base_url=emulator.base_url, transport=transport) as session:
+        called = asyncio.ensure_future(session.wait_for("response.function_call_arguments.done"))
+        call_done = asyncio.ensure_future(session.wait_for("response.done"))
+        session.send_text("please lookup the answer")
+        call, first = await called, await call_done
+        answered = asyncio.ensure_future(session.wait_for("response.done"))
+        session.send_function_output(call["call_id"], {"answer": 42})
+        done = await answered
+    assert call["name"] == "lookup" and call["arguments"] == "{}"
+    assert first["response"]["output"][0]["type"] == "function_call"
+    assert done["response"]["output"][0]["content"][0]["text"] == 'The lookup function returned {"answer": 42}'
+
+
 async def test_auto_falls_back_to_websocket_when_webrtc_cannot_connect(emulator: Emulator, issuer: TokenIssuer) -> None:
     emulator.faults.block_media = True
     session = RealtimeSession(IssuerKeys(issuer), base_url=emulator.base_url, transport="auto", connect_timeout=2.0)
