@@ -280,6 +280,7 @@ LESSONS = {
     "04_audio_levels.ipynb": {"says": 1},
     "05_latency.ipynb": {"says": 3, "seconds": 1.5},  # three short utterances, as the recorded lesson plays
     "06_error_scenarios.ipynb": {"says": 0},
+    "09_function_calling.ipynb": {"says": 0},
 }
 
 
