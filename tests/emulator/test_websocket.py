@@ -235,18 +235,23 @@ WEATHER = {
 }
 
 
+async def ask_with_tools(conn: Any, text: str, **response: Any) -> None:
+    """A text session offering WEATHER, a user message, and a response asked for (with ``response`` params)."""
+    await conn.recv()
+    await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [WEATHER]})
+    await until(conn, "session.updated")
+    await conn.conversation.item.create(
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    )
+    await conn.response.create(**({"response": response} if response else {}))
+
+
 async def test_sdk_function_call_round_trip(emulator: Emulator) -> None:
     """The documented tool loop, with the official SDK: the text names the function, the "model" calls it with
     arguments that fit its schema, the client answers with a function_call_output, and the reply uses it."""
     client = AsyncOpenAI(base_url=emulator.base_url, api_key=await mint(emulator), max_retries=0)
     async with client.realtime.connect(model="gpt-realtime") as conn:
-        await conn.recv()
-        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [WEATHER]})
-        await until(conn, "session.updated")
-        await conn.conversation.item.create(
-            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "get weather, Paris"}]}
-        )
-        await conn.response.create()
+        await ask_with_tools(conn, "get weather, Paris")
         seen: list[str] = []
         args = await until(conn, "response.function_call_arguments.done", seen)
         done = await until(conn, "response.done", seen)
@@ -280,13 +285,7 @@ async def test_tool_choice_decides_whether_the_function_is_called(
 ) -> None:
     client = AsyncOpenAI(base_url=emulator.base_url, api_key=await mint(emulator), max_retries=0)
     async with client.realtime.connect(model="gpt-realtime") as conn:
-        await conn.recv()
-        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [WEATHER]})
-        await until(conn, "session.updated")
-        await conn.conversation.item.create(
-            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
-        )
-        await conn.response.create(response={"tool_choice": tool_choice})
+        await ask_with_tools(conn, text, tool_choice=tool_choice)
         done = await until(conn, "response.done")
     output = done.response.output[0]
     if called:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.chromium import ARTIFACTS, BASE_ARGS, CHROMIUM, require_chromium
-from tests.jupyterlab import SCRIPTED, Lab, missing_lab_tools, run_in_lab, running_lab, strip_outputs
+from tests.jupyterlab import SCRIPTED, Lab, NotebookRun, missing_lab_tools, run_in_lab, running_lab, strip_outputs
 
 pytestmark = pytest.mark.browser
 
@@ -234,6 +234,18 @@ def participant(path: Path, *, says: int = 1, seconds: float | None = None, paus
     return path
 
 
+def run_with_participant(lab: Lab, notebook: str, microphone: Path, *, shot: str) -> NotebookRun:
+    """Run ``notebook`` in Chromium, its microphone (granted) playing ``microphone`` once."""
+    return run_in_lab(
+        lab,
+        notebook,
+        allow_microphone=True,
+        shot=shot,
+        timeout_s=100,
+        extra_args=[f"--use-file-for-fake-audio-capture={microphone}%noloop"],
+    )
+
+
 @pytest.mark.parametrize(
     ("where", "transport"),
     [("laptop", "webrtc"), ("hub", "websocket")],
@@ -253,14 +265,7 @@ def test_quickstart_talks_from_the_browser_tab_when_the_audio_is_there(
     if where == "hub":
         env["JUPYTERHUB_SERVICE_PREFIX"] = "/"  # what a hub sets for the single-user server and its kernels
     with running_lab(tmp_path, root, settings=SCRIPTED, env=env, expose_app=True) as server:
-        run = run_in_lab(
-            server,
-            NOTEBOOK,
-            allow_microphone=True,
-            shot=f"quickstart_browser_{where}",
-            timeout_s=100,
-            extra_args=[f"--use-file-for-fake-audio-capture={sentence}%noloop"],
-        )
+        run = run_with_participant(server, NOTEBOOK, sentence, shot=f"quickstart_browser_{where}")
         # jupyter-server-proxy logs each WebSocket it carries to the kernel's emulator.
         ws_proxied = "Websocket connection established to ws://localhost:" in server.log.read_text()
     why = run.explain()
@@ -302,14 +307,7 @@ def test_every_lesson_runs_unchanged_with_the_audio_in_the_browser_tab(
     ``RTKIT_AUDIO=browser`` (the lesson's call is a BrowserCall, reaching the kernel's emulator through the
     Jupyter server), and its saved copy holds no key."""
     microphone = participant(tmp_path / "participant.wav", **LESSONS[lesson])  # type: ignore[arg-type]
-    run = run_in_lab(
-        browser_side_lab,
-        lesson,
-        allow_microphone=True,
-        shot=f"lesson_{lesson[:2]}_browser",
-        timeout_s=100,
-        extra_args=[f"--use-file-for-fake-audio-capture={microphone}%noloop"],
-    )
+    run = run_with_participant(browser_side_lab, lesson, microphone, shot=f"lesson_{lesson[:2]}_browser")
     why = run.explain()
     cells = [c for c in run.saved["cells"] if c["cell_type"] == "code"]
     assert all(c["execution_count"] for c in cells), why  # Lab stops a run at the first failing assert
