@@ -87,21 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _until_stopped() -> None:
-    """Until SIGTERM or SIGINT: either one stops the server cleanly (an emulator stops its worker processes
-    too), as a service manager, a container runtime or Ctrl-C expects."""
+def _stop_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: either one stops the server cleanly (an emulator stops its worker
+    processes too), as a service manager, a container runtime or Ctrl-C expects. Installed before the server
+    starts, so that a signal right after the banner is not a KeyboardInterrupt in the middle of anything."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    return stop
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    stop = _stop_signals()
     from rtkit.emulator import Emulator
 
     settings: dict[str, object] = {
@@ -137,12 +135,13 @@ async def _serve(args: argparse.Namespace) -> None:
     print(f"  main key: {key_source}; ICE: {'loopback only' if emulator.loopback_ice else 'all interfaces'}")
     print(f"  admin token for /_rtkit (keep it to yourself): {emulator.admin_token}", flush=True)
     try:
-        await _until_stopped()
+        await stop.wait()
     finally:
         await emulator.stop()
 
 
 async def _broker(args: argparse.Namespace) -> None:
+    stop = _stop_signals()
     from rtkit.broker import Broker, BrokerSettings
     from rtkit.broker.audit import JsonLineFormatter
 
@@ -175,7 +174,7 @@ async def _broker(args: argparse.Namespace) -> None:
     await broker.start()
     logging.getLogger("rtkit.broker").info("broker on %s, upstream %s", broker.url, config.upstream_url)
     try:
-        await _until_stopped()
+        await stop.wait()
     finally:
         await broker.stop()
 
