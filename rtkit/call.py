@@ -10,6 +10,7 @@ their reconnection policy, the event stream and its errors, waiting for events, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -190,8 +191,32 @@ class CallCore:
         """For subclasses that show the state somewhere before subscribers hear of it."""
 
     # -- connecting -------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Connect (or raise a typed error, leaving the state ``failed``). Asked while reconnecting, it stops
+        the reconnection and starts over now."""
+        if self._state == "connected":
+            return
+        self._closing = False
+        await self._stop_reconnecting()
+        try:
+            await self._prepare()
+            await self._establish(attempt=0)
+        except RtkitError as exc:
+            self._set_state("failed", reason=str(exc), error=exc)
+            raise
+
+    async def _prepare(self) -> None:
+        """What a first connection needs besides the call itself (the kernel's audio devices, say)."""
+
     async def _establish(self, attempt: int) -> None:
         raise NotImplementedError
+
+    async def _stop_reconnecting(self) -> None:
+        task = self._reconnect_task
+        if task and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _mint(self, record: ConnectRecord) -> str:
         started = time.perf_counter()

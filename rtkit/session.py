@@ -10,7 +10,6 @@ reconnects with exponential backoff, up to a limit, re-applying its session conf
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -97,26 +96,13 @@ class RealtimeSession(CallCore):
         return self.transport.name if self.transport else None
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def connect(self) -> None:
-        """Connect (or raise a typed error, leaving the state ``failed``)."""
-        if self._state == "connected":
-            return
-        self._closing = False
-        try:
-            await self._start_audio()
-            await self._establish(attempt=0)
-        except RtkitError as exc:
-            self._set_state("failed", reason=str(exc), error=exc)
-            raise
+    async def _prepare(self) -> None:
+        await self._start_audio()
 
     async def close(self) -> None:
         """Hang up and stop reconnecting; the state becomes ``disconnected``."""
         self._closing = True
-        task = self._reconnect_task
-        if task and not task.done() and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._stop_reconnecting()
         if self.transport is not None:
             await self.transport.close()
         if self._state != "disconnected":

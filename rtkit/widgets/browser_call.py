@@ -19,7 +19,6 @@ are not. See ``static/browser_call.js`` for the browser half and the message pro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import secrets
@@ -235,17 +234,11 @@ class BrowserCall(CallCore, anywidget.AnyWidget):
     async def connect(self) -> None:
         """Mint a key, hand it to the browser and wait until its call has started (or raise, leaving the
         state ``failed``)."""
-        if self._state == "connected":
-            return
+        await super().connect()
+
+    async def _prepare(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._closing = False
         self._note = ""
-        await self._stop_reconnecting()  # asked again while reconnecting: start over now
-        try:
-            await self._establish(attempt=0)
-        except RtkitError as exc:
-            self._set_state("failed", reason=str(exc), error=exc)
-            raise
 
     async def disconnect(self) -> None:
         """Hang up in the browser (the microphone is released too) and stop reconnecting."""
@@ -290,13 +283,6 @@ class BrowserCall(CallCore, anywidget.AnyWidget):
             self._probes.pop(probe, None)
         if not report.get("ok"):
             raise self._error_from_browser(report)
-
-    async def _stop_reconnecting(self) -> None:
-        task = self._reconnect_task
-        if task and not task.done() and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _wait_for_frontend(self) -> None:
         if self._frontend is not None:
