@@ -6,9 +6,15 @@ Playwright's ``executable_path``, and a module without it is skipped with the re
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -47,3 +53,16 @@ def require_chromium() -> None:
             "needs playwright (pip install -e '.[dev]'; the browser is Debian's, never downloaded)",
             allow_module_level=True,
         )
+
+
+@contextlib.asynccontextmanager
+async def launched_chromium(args: list[str]) -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, started with ``args`` and closed on the way out, whatever happened."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        try:
+            yield browser
+        finally:
+            await browser.close()

@@ -25,13 +25,13 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from rtkit.emulator import Emulator
-from tests.chromium import ALLOW_MICROPHONE, ARTIFACTS, CHROMIUM, WEBRTC_ARGS, require_chromium
+from tests.chromium import ALLOW_MICROPHONE, ARTIFACTS, WEBRTC_ARGS, launched_chromium, require_chromium
 from tests.conftest import TEST_KEY
 
 pytestmark = pytest.mark.browser
 
 require_chromium()
-from playwright.async_api import Browser, Page, async_playwright  # noqa: E402
+from playwright.async_api import Browser, Page  # noqa: E402
 from playwright.async_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
 PAGE = Path(__file__).with_name("browser_call.html")
@@ -58,12 +58,8 @@ TURN_HEARD = """() => {
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with launched_chromium(CHROMIUM_ARGS) as chromium:
+        yield chromium
 
 
 async def mint(emu: Emulator) -> str:
@@ -177,17 +173,13 @@ async def test_an_ordinary_browser_on_the_same_machine_reaches_the_loopback_emul
     if not [ip for ip in interfaces if not ip.startswith("127.")]:
         pytest.skip("no network interface besides loopback: without the flag Chromium gathers no candidate at all")
     args = [a for a in CHROMIUM_ARGS if a != "--allow-loopback-in-peer-connection"]
-    async with async_playwright() as p:
-        ordinary = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
-        try:
-            page = await open_call_page(emulator, ordinary)
-            call = {"baseUrl": emulator.base_url, "key": await mint(emulator)}
-            http = await page.evaluate("(o) => startCall(o)", call)
-            with contextlib.suppress(PlaywrightTimeout):
-                await page.wait_for_function("() => window.__result.dcState === 'open'", timeout=10_000, polling=100)
-            result = await page.evaluate("() => window.__result")
-        finally:
-            await ordinary.close()
+    async with launched_chromium(args) as ordinary:
+        page = await open_call_page(emulator, ordinary)
+        call = {"baseUrl": emulator.base_url, "key": await mint(emulator)}
+        http = await page.evaluate("(o) => startCall(o)", call)
+        with contextlib.suppress(PlaywrightTimeout):
+            await page.wait_for_function("() => window.__result.dcState === 'open'", timeout=10_000, polling=100)
+        result = await page.evaluate("() => window.__result")
     assert http["status"] == 201, http
     assert result["dcState"] == "open" and result["connectionState"] == "connected", summary(result)
     assert result["events"][0]["type"] == "session.created", summary(result)

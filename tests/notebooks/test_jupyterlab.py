@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chromium import ARTIFACTS, BASE_ARGS, CHROMIUM, require_chromium
+from tests.chromium import ARTIFACTS, BASE_ARGS, launched_chromium, require_chromium
 from tests.jupyterlab import SCRIPTED, Lab, NotebookRun, missing_lab_tools, run_in_lab, running_lab, strip_outputs
 
 pytestmark = pytest.mark.browser
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.browser
 require_chromium()
 if missing_lab_tools() is not None:
     pytest.skip(missing_lab_tools() or "", allow_module_level=True)
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect  # noqa: E402
+from playwright.async_api import Browser, Locator, Page, expect  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -103,12 +103,8 @@ def lab(tmp_path: Path) -> Iterator[LessonLab]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with launched_chromium(CHROMIUM_ARGS) as chromium:
+        yield chromium
 
 
 @pytest.fixture
