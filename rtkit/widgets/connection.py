@@ -70,13 +70,14 @@ class ConnectionPanel(widgets.VBox):
 
     async def connect(self) -> None:
         self.session.transport_choice = self._transport.value
-        self._status.value = ""
+        if self.session.state == "connected":
+            return  # the status already says over what
+        self._status.value = ""  # the "connected" state change writes the new one
         try:
             await self.session.connect()
         except Exception as exc:
             self._status.value = error_html(exc)
             raise
-        self._status.value = f"connected over <b>{self.session.transport_name or '?'}</b>"
 
     async def disconnect(self) -> None:
         await self.session.disconnect()
