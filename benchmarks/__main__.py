@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from benchmarks import audio, broker, capacity, connect, mint, roundtrip, session_vs_browser
+from benchmarks import audio, broker, capacity, connect, hostile, mint, roundtrip, session_vs_browser
 from benchmarks._common import Options, Report, Row, command, markdown_table
 
 BENCHMARKS: dict[str, Callable[[Options], Coroutine[Any, Any, Report]]] = {
@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, Callable[[Options], Coroutine[Any, Any, Report]]] = {
     capacity.NAME: capacity.run,
     broker.NAME: broker.run,
     session_vs_browser.NAME: session_vs_browser.run,
+    hostile.NAME: hostile.run,
 }
 
 

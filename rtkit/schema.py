@@ -40,6 +40,12 @@ def is_realtime_model(name: str) -> bool:
     return name.startswith(_REALTIME_FAMILIES)
 
 
+#: The Realtime API documents no limit on ``instructions``; this is the one OpenAI documents for an
+#: assistant's instructions (256,000 characters), so that a runaway prompt fails here as it would there,
+#: instead of sitting in memory.
+MAX_INSTRUCTIONS_CHARS = 256_000
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -111,7 +117,7 @@ class RealtimeSessionConfig(_Strict):
 
     type: Literal["realtime"]
     model: str | None = None
-    instructions: str | None = None
+    instructions: str | None = Field(None, max_length=MAX_INSTRUCTIONS_CHARS)
     output_modalities: list[Literal["text", "audio"]] | None = None
     audio: AudioConfig | None = None
     include: list[Literal["item.input_audio_transcription.logprobs"]] | None = None
@@ -205,6 +211,14 @@ def describe_validation_error(exc: ValidationError, root: str = "") -> tuple[str
         return (
             "invalid_type",
             f"Invalid type for '{path}': expected {wanted}, but got {_json_type(value)} instead.",
+            path,
+        )
+    if kind == "string_too_long":
+        limit = err.get("ctx", {}).get("max_length")
+        return (
+            "string_above_max_length",
+            f"Invalid '{path}': string too long. Expected a string with maximum length {limit}, "
+            f"but got a string with length {len(value) if isinstance(value, str) else '?'} instead.",
             path,
         )
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from rtkit._body import BodyTimeout, BodyTooLarge, read_body
+from rtkit._json import JsonError, loads
 from rtkit.emulator.errors import ApiError
 from rtkit.emulator.faults import FaultRequest
 from rtkit.schema import describe_validation_error
@@ -44,7 +46,12 @@ def _guarded(handler: Any) -> Any:
 
 async def _parse(request: Request, model: type[BaseModel]) -> Any:
     try:
-        return model.model_validate_json((await request.body()) or b"{}")
+        raw = await read_body(request, max_bytes=64 * 1024)
+        return model.model_validate(loads(raw) if raw else {})
+    except (BodyTooLarge, BodyTimeout) as exc:
+        raise ApiError(str(exc), status=413 if isinstance(exc, BodyTooLarge) else 408) from None
+    except JsonError as exc:
+        raise ApiError(f"The body is not valid JSON: {exc.reason}.", code="invalid_json") from None
     except ValidationError as exc:
         code, message, param = describe_validation_error(exc)
         raise ApiError(message, code=code, param=param) from None
@@ -72,7 +79,7 @@ async def list_calls(request: Request, emu: Emulator) -> Response:
 
 
 class _Drop(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     silent: bool = False
 
 

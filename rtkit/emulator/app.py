@@ -5,14 +5,28 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rtkit.emulator import admin, routes
+from rtkit.emulator.errors import ApiError
 
 if TYPE_CHECKING:
     from rtkit.emulator.server import Emulator
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods answer as the service does, in its error shape (Starlette's are text)."""
+    status = getattr(exc, "status_code", 400)
+    if status in (404, 405):
+        message = f"Invalid URL ({request.method} {request.url.path})"
+    else:
+        message = str(getattr(exc, "detail", "")) or "Invalid request."
+    return ApiError(message, status=status).response()
 
 
 def build_app(emulator: Emulator) -> Starlette:
@@ -28,6 +42,7 @@ def build_app(emulator: Emulator) -> Starlette:
             Route("/_rtkit/calls/{call_id}/drop", admin.drop_call, methods=["POST"]),
             Route("/_rtkit/keys/expire", admin.expire_keys, methods=["POST"]),
         ],
+        exception_handlers={HTTPException: _http_error},
     )
     app.state.emulator = emulator
     return app

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from rtkit._ids import new_id
+from rtkit._json import JsonError, loads
 from rtkit.audio.pcm import PCM, REALTIME_RATE
 from rtkit.emulator.errors import ApiError
 from rtkit.emulator.responders import Reply, Responder, Turn
@@ -156,8 +156,8 @@ class Engine:
     def handle_text(self, raw: str | bytes) -> None:
         """Handle one client event as it arrived on the wire; never raises for bad input."""
         try:
-            event = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            event = loads(raw)
+        except JsonError:
             self._error(
                 ApiError(
                     "The server failed to parse the event as JSON. Every message must be a JSON object.",

@@ -102,3 +102,11 @@ def overloaded(status: int = 503) -> ApiError:
         type="server_error",
         code="server_overloaded" if status == 503 else "server_error",
     )
+
+
+def request_too_large(limit: int) -> ApiError:
+    return ApiError(
+        f"Request too large: the body is larger than {limit} bytes.",
+        status=413,
+        code="request_too_large",
+    )

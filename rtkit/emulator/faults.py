@@ -7,7 +7,7 @@ endpoint all change the same ``Faults`` object.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -89,7 +89,7 @@ class Faults:
 
 
 class _PlannedFailure(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     count: int = Field(1, ge=0, le=10_000)
     status: Literal[429, 500, 502, 503] = 429
     retry_after: float = Field(1.0, ge=0, le=3600)
@@ -97,14 +97,15 @@ class _PlannedFailure(BaseModel):
 
 
 class FaultRequest(BaseModel):
-    """Body of ``POST /_rtkit/faults``: each field present changes that part of the plan."""
+    """Body of ``POST /_rtkit/faults``: each field present changes that part of the plan. Numbers must be
+    finite and bounded: a fault applied from ``1e999`` once made every later read of the plan fail."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     fail_mints: _PlannedFailure | None = None
     reject_calls: _PlannedFailure | None = None
     key_ttl_seconds: int | None = Field(None, ge=1, le=7200)
-    latency: dict[Endpoint, float] | None = None
-    drop_calls_after: float | None = Field(None, ge=0)
+    latency: dict[Endpoint, Annotated[float, Field(ge=0, le=3600)]] | None = None
+    drop_calls_after: float | None = Field(None, ge=0, le=86_400)
     block_media: bool | None = None
     clear: bool = False
 
