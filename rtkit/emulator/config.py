@@ -34,3 +34,11 @@ class EmulatorConfig(BaseSettings):
     workers: int = Field(0, ge=0, le=64)
     #: ICE candidates on 127.0.0.1 only. Default: on when ``host`` is a loopback address.
     loopback_ice: bool | None = None
+    #: Seconds a WebRTC call has to connect (ICE and DTLS) after its answer before it is closed and its UDP
+    #: socket freed: an offer nobody can reach would hold one forever. Headless Chromium connects about 50 ms
+    #: after the answer on loopback; rtkit's own client gives up after 10 s, so the emulator never does first.
+    call_connect_timeout: float = Field(15.0, gt=0)
+    #: Seconds a connected call's peer may send nothing at all (no RTP, RTCP or data channel packet) before
+    #: it is taken for gone and the call closed. A live peer, even muted, sends RTCP every second or two;
+    #: without this bound ICE consent freshness takes about 30 s to notice.
+    call_peer_timeout: float = Field(10.0, gt=0)

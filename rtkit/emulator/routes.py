@@ -10,11 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import websockets
 from pydantic import ValidationError
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from rtkit._body import BODY_TIMEOUT, BodyTimeout, BodyTooLarge, read_body
 from rtkit._ids import fingerprint, new_id
+from rtkit._json import JsonError, loads
+from rtkit.emulator import errors
 from rtkit.emulator.errors import ApiError
 from rtkit.emulator.keys import Caller, bearer
 from rtkit.emulator.sessions import SessionState, validate_session
@@ -46,19 +51,41 @@ def _api(handler: Any) -> Any:
     return endpoint
 
 
+#: Larger than any real request (256,000 characters of instructions, tools, an SDP offer), small enough
+#: that a hostile body cannot fill the emulator's memory.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+async def _body(request: Request) -> bytes:
+    try:
+        return await read_body(request, max_bytes=MAX_BODY_BYTES)
+    except BodyTooLarge as exc:
+        raise errors.request_too_large(exc.limit) from None
+    except BodyTimeout:
+        raise _too_slow() from None
+
+
+def _too_slow() -> ApiError:
+    return ApiError(f"The request body did not arrive within {BODY_TIMEOUT:g} s.", status=408, code="request_timeout")
+
+
+def _not_json() -> ApiError:
+    return ApiError(
+        "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
+        "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid "
+        "JSON.)",
+        code=None,
+    )
+
+
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
+    raw = await _body(request)
     if not raw:
         return {}
     try:
-        return json.loads(raw)
-    except ValueError:
-        raise ApiError(
-            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
-            "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid "
-            "JSON.)",
-            code=None,
-        ) from None
+        return loads(raw)
+    except JsonError:
+        raise _not_json() from None
 
 
 @_api
@@ -94,9 +121,9 @@ async def client_secrets(request: Request) -> Response:
 async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/sdp":
-        return (await request.body()).decode("utf-8", errors="replace"), None
+        return (await _body(request)).decode("utf-8", errors="replace"), None
     if ctype == "multipart/form-data":
-        form = await request.form()
+        form = await _form(request)
         sdp = form.get("sdp")
         if sdp is None:
             raise ApiError("Missing required parameter: 'sdp'.", code="missing_required_parameter", param="sdp")
@@ -104,15 +131,16 @@ async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None]:
         session_raw = form.get("session")
         session = None
         if session_raw is not None:
-            text = session_raw if isinstance(session_raw, str) else (await session_raw.read()).decode()
+            raw = session_raw if isinstance(session_raw, str) else await session_raw.read()
             try:
-                session = validate_session(json.loads(text))
-            except ValueError:
+                parsed = loads(raw)
+            except JsonError:
                 raise ApiError(
                     "Invalid value for 'session': expected a JSON object.",
                     code="invalid_value",
                     param="session",
                 ) from None
+            session = validate_session(parsed)
         return sdp_text, session
     raise ApiError(
         f"Unsupported content type: '{ctype or 'none'}'. Send the SDP offer as application/sdp, or as "
@@ -120,6 +148,21 @@ async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None]:
         status=415 if ctype else 400,
         code="unsupported_content_type",
     )
+
+
+async def _form(request: Request) -> FormData:
+    """The multipart form, read within the body's size and time limits (Starlette's own caps count parts
+    and files, not bytes, and a malformed form would be its plain-text 400)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise errors.request_too_large(MAX_BODY_BYTES)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await request.form(max_files=2, max_fields=8, max_part_size=MAX_BODY_BYTES)
+    except TimeoutError:
+        raise _too_slow() from None
+    except HTTPException as exc:
+        raise ApiError(f"Invalid multipart body: {exc.detail}", code="invalid_multipart") from None
 
 
 def _check_sdp(sdp: str) -> None:
@@ -154,6 +197,7 @@ async def create_call(request: Request) -> Response:
     session = _session_for(emu, caller, override)
     if emu.pool is not None:
         call_id, answer = await emu.pool.create_call(sdp, _session_config(session))
+        emu.own_call(call_id, caller)
         if emu.faults.block_media:
             await emu.pool.drop(call_id, silent=True)
         elif emu.faults.drop_calls_after is not None:
@@ -164,6 +208,7 @@ async def create_call(request: Request) -> Response:
             answer, status_code=201, media_type="application/sdp", headers={"Location": f"/v1/realtime/calls/{call_id}"}
         )
     call = emu.new_call(session)
+    emu.own_call(call.call_id, caller)
     try:
         answer = await call.answer(sdp)
     except Exception as exc:  # aiortc raises ValueError and friends for SDP it cannot use
@@ -182,13 +227,16 @@ async def create_call(request: Request) -> Response:
 @_api
 async def hangup_call(request: Request) -> Response:
     emu = _emulator(request)
-    emu.keys.authenticate(bearer(request.headers.get("authorization")))
-    if emu.pool is not None and emu.pool.owns(request.path_params["call_id"]):
-        await emu.pool.hangup(request.path_params["call_id"])
+    caller = emu.keys.authenticate(bearer(request.headers.get("authorization")))
+    call_id = request.path_params["call_id"]
+    # Another session's call is answered exactly like an unknown one.
+    visible = emu.may_act_on(call_id, caller)
+    if visible and emu.pool is not None and emu.pool.owns(call_id):
+        await emu.pool.hangup(call_id)
         return Response(status_code=200)
-    call = emu.calls.get(request.path_params["call_id"])
+    call = emu.calls.get(call_id) if visible else None
     if call is None:
-        raise ApiError(f"Call '{request.path_params['call_id']}' not found.", status=404, code="call_not_found")
+        raise ApiError(f"Call '{call_id}' not found.", status=404, code="call_not_found")
     await call.close()
     return Response(status_code=200)
 
@@ -223,11 +271,13 @@ async def realtime_websocket(ws: WebSocket) -> None:
         if failure := emu.faults.take_call_failure():
             raise failure
         call_id = ws.query_params.get("call_id")
-        if call_id and emu.pool is not None and emu.pool.owns(call_id):
-            relay_to = emu.pool.sideband(call_id)
+        # Another session's call is answered exactly like an unknown one.
+        visible = call_id if call_id and emu.may_act_on(call_id, caller) else None
+        if visible and emu.pool is not None and emu.pool.owns(visible):
+            relay_to = emu.pool.sideband(visible)
         else:
             relay_to = None
-        sideband = emu.calls.get(call_id) if call_id else None
+        sideband = emu.calls.get(visible) if visible else None
         if call_id and sideband is None and relay_to is None:
             raise ApiError(f"Call '{call_id}' not found.", status=404, code="call_not_found")
         session = None if sideband else _session_for(emu, caller, None)

@@ -17,8 +17,9 @@ from rtkit._serve import LoopServer
 from rtkit.emulator.app import CallsCors, build_app
 from rtkit.emulator.config import EmulatorConfig
 from rtkit.emulator.engine import Engine, TransportKind
+from rtkit.emulator.errors import ApiError
 from rtkit.emulator.faults import Faults
-from rtkit.emulator.keys import KeyStore
+from rtkit.emulator.keys import Caller, KeyStore
 from rtkit.emulator.responders import RESPONDERS, Responder
 from rtkit.emulator.sessions import SessionState
 from rtkit.emulator.webrtc import ModelAudioTrack, RtcCall
@@ -27,6 +28,12 @@ from rtkit.emulator.workers import WorkerPool
 log = logging.getLogger("rtkit.emulator")
 
 EventHook = Callable[[dict[str, Any]], None]
+
+
+def _refusal(status: int, message: str) -> bytes:
+    """A refusal made by the HTTP layer, before any route ran, in the service's error shape."""
+    code = {408: "request_timeout", 431: "request_header_fields_too_large"}.get(status)
+    return bytes(ApiError(message, status=status, code=code).response().body)
 
 
 class Emulator:
@@ -46,13 +53,15 @@ class Emulator:
         admin = self.config.admin_token
         self.admin_token = admin.get_secret_value() if admin else secrets.token_urlsafe(24)
         self.calls: dict[str, RtcCall] = {}
+        #: Call id → the ephemeral key that opened it, for the calls of this process and of its workers.
+        self._call_keys: dict[str, str] = {}
         #: Every server event sent on any connection, newest last (bounded): for tests and notebooks.
         self.server_events: deque[dict[str, Any]] = deque(maxlen=20_000)
         self.event_hooks: list[EventHook] = []
         self.app = build_app(self)
         self.cors = CallsCors(self.app, self.config.cors_origins)
         self.asgi = self.cors
-        self._server = LoopServer(self.asgi, self.config.host, self.config.port, what="emulator")
+        self._server = LoopServer(self.asgi, self.config.host, self.config.port, what="emulator", error_body=_refusal)
         self._tasks: set[asyncio.Future[Any]] = set()
         loopback = self.config.loopback_ice
         self.loopback_ice = is_loopback_host(self.config.host) if loopback is None else loopback
@@ -153,17 +162,38 @@ class Emulator:
             self._background(holder["call"].close())
 
         engine = self.new_engine(session, transport="webrtc", player=track, on_expired=expired)
-        call = RtcCall(new_id("rtc"), engine, track, loopback_only=self.loopback_ice)
+        call = RtcCall(
+            new_id("rtc"),
+            engine,
+            track,
+            loopback_only=self.loopback_ice,
+            connect_timeout=self.config.call_connect_timeout,
+            peer_timeout=self.config.call_peer_timeout,
+        )
         holder["call"] = call
 
         def closed(c: RtcCall) -> None:
             self.calls.pop(c.call_id, None)
+            self._call_keys.pop(c.call_id, None)
 
         call.on_closed = closed
         self.calls[call.call_id] = call
         if self.faults.drop_calls_after is not None:
             asyncio.get_running_loop().call_later(self.faults.drop_calls_after, lambda: self._background(call.drop()))
         return call
+
+    def own_call(self, call_id: str, caller: Caller) -> None:
+        """Remember which ephemeral key opened a call (here or in a worker), so that no other one can act on it."""
+        live = set(self.calls) | (set(self.pool.calls) if self.pool is not None else set())
+        # Calls a worker carried end without telling this process; forget them when it learns they ended.
+        self._call_keys = {c: key for c, key in self._call_keys.items() if c in live}
+        if caller.secret is not None:
+            self._call_keys[call_id] = caller.secret.value
+
+    def may_act_on(self, call_id: str, caller: Caller) -> bool:
+        """The main key keeps the server's rights on every call; an ephemeral key acts only on the calls it opened.
+        A refused caller must be told the call does not exist, so that ids cannot be probed."""
+        return caller.secret is None or self._call_keys.get(call_id) == caller.secret.value
 
     def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -18,7 +18,7 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, RTCTransportStats
 from aiortc.mediastreams import MediaStreamError
 
 from rtkit._ice import loopback_candidates, rtc_configuration
@@ -103,13 +103,29 @@ class ModelAudioTrack(MediaStreamTrack):
 
 
 class RtcCall:
-    """One WebRTC call: the peer connection, its tracks, the ``oai-events`` channel and the engine."""
+    """One WebRTC call: the peer connection, its tracks, the ``oai-events`` channel and the engine.
 
-    def __init__(self, call_id: str, engine: Engine, track: ModelAudioTrack, *, loopback_only: bool) -> None:
+    A call closes itself when it does not connect within ``connect_timeout`` seconds of its answer (an offer
+    without reachable candidates would otherwise hold its UDP socket forever), and when its peer sends
+    nothing at all for ``peer_timeout`` seconds once connected (ICE consent freshness takes about 30 s).
+    """
+
+    def __init__(
+        self,
+        call_id: str,
+        engine: Engine,
+        track: ModelAudioTrack,
+        *,
+        loopback_only: bool,
+        connect_timeout: float,
+        peer_timeout: float,
+    ) -> None:
         self.call_id = call_id
         self.engine = engine
         self.track = track
         self.loopback_only = loopback_only
+        self.connect_timeout = connect_timeout
+        self.peer_timeout = peer_timeout
         self.created = time.time()
         self.on_closed: Callable[[RtcCall], None] = lambda call: None
         self.pc = RTCPeerConnection(rtc_configuration())
@@ -117,6 +133,7 @@ class RtcCall:
         self._pending: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._connected = asyncio.Event()
         track.on_started = engine.playback_started
         track.on_stopped = engine.playback_stopped
         engine.add_sink(self._send)
@@ -139,6 +156,7 @@ class RtcCall:
             if transceiver.mid is None:
                 raise ValueError("the offer has no audio media section")
             await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._spawn(self._watch())
         return str(self.pc.localDescription.sdp)
 
     def _send(self, event: dict[str, object]) -> None:
@@ -176,8 +194,41 @@ class RtcCall:
                 self.engine.feed_audio(resampler.convert(frame))  # type: ignore[arg-type]
 
     async def _on_state(self) -> None:
-        if self.pc.connectionState in ("failed", "closed"):
+        if self.pc.connectionState == "connected":
+            self._connected.set()
+        elif self.pc.connectionState in ("failed", "closed"):
             await self.close()
+
+    async def _watch(self) -> None:
+        try:
+            await asyncio.wait_for(self._connected.wait(), self.connect_timeout)
+        except TimeoutError:
+            log.info("call %s did not connect within %g s; closing it", self.call_id, self.connect_timeout)
+            await self.close()
+            return
+        # Any packet counts, not only audio: a browser that mutes with replaceTrack(null) sends no RTP at all
+        # (and webrtc-pc says a disabled track sends no audio), but it keeps sending RTCP receiver reports
+        # about our audio, which never stops. Measured from Chromium: 50 packets/s with track.enabled = false,
+        # about 0.6/s with replaceTrack(null); aiortc sends RTCP at least every 1.5 s.
+        poll = min(1.0, self.peer_timeout / 4)
+        received, quiet, last = -1, 0.0, time.monotonic()
+        while True:
+            await asyncio.sleep(poll)
+            count = await self._packets_received()
+            now = time.monotonic()
+            # A loop blocked for a while (a busy notebook cell) is not a silent peer: its packets wait unread
+            # in the socket, so a late poll counts as one on time.
+            quiet = 0.0 if count != received else quiet + min(now - last, 2 * poll)
+            received, last = count, now
+            if quiet >= self.peer_timeout:
+                log.info("call %s heard nothing from its peer for %g s; closing it", self.call_id, self.peer_timeout)
+                await self.close()
+                return
+
+    async def _packets_received(self) -> int:
+        """Datagrams received past ICE (DTLS, SCTP, RTP, RTCP), from aiortc's public statistics."""
+        stats = await self.pc.getStats()
+        return sum(s.packetsReceived for s in stats.values() if isinstance(s, RTCTransportStats))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -192,8 +243,10 @@ class RtcCall:
         await self.engine.close()
         self.track.stop()
         await self.pc.close()
+        current = asyncio.current_task()
         for task in list(self._tasks):
-            task.cancel()
+            if task is not current:
+                task.cancel()
         self.on_closed(self)
 
     async def drop(self, silent: bool = False) -> None:

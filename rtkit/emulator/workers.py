@@ -65,6 +65,9 @@ class WorkerPool:
             "default_model": config.default_model,
             "generation_speed": config.generation_speed,
             "max_session_seconds": config.max_session_seconds,
+            # The calls live in the workers, so their bounds must too.
+            "call_connect_timeout": config.call_connect_timeout,
+            "call_peer_timeout": config.call_peer_timeout,
             # Media sockets follow the public emulator's choice: loopback in class on one machine, every
             # interface when it serves a LAN.
             "loopback_ice": config.loopback_ice if config.loopback_ice is not None else _loopback(config.host),
