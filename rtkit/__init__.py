@@ -22,6 +22,7 @@ from rtkit.emulator import Emulator, EmulatorConfig
 from rtkit.errors import (
     AudioUnavailableError,
     AuthenticationError,
+    CacheUnavailableError,
     ConfigurationError,
     InvalidRequestError,
     MicrophoneDeniedError,
@@ -38,7 +39,7 @@ from rtkit.errors import (
     WebRTCUnavailableError,
 )
 from rtkit.events import Broadcast
-from rtkit.keys import BrokerKeys, IssuerKeys, KeyProvider, StaticKey
+from rtkit.keys import BrokerKeys, IssuerKeys, KeyProvider, RefusableKeyProvider, StaticKey
 from rtkit.metrics import ConnectRecord, SessionMetrics, TurnRecord
 from rtkit.schema import RealtimeSessionConfig
 from rtkit.session import RealtimeSession
@@ -53,6 +54,7 @@ __all__ = [
     "Broker",
     "BrokerKeys",
     "BrokerSettings",
+    "CacheUnavailableError",
     "ConfigurationError",
     "ConnectRecord",
     "ConnectionState",
@@ -78,6 +80,7 @@ __all__ = [
     "RealtimeSessionConfig",
     "ReconnectPolicy",
     "RecorderSink",
+    "RefusableKeyProvider",
     "RequestTimeoutError",
     "RtkitError",
     "SessionMetrics",

@@ -30,9 +30,10 @@ from rtkit.errors import (
     RateLimitedError,
     RealtimeAPIError,
     RtkitError,
+    TokenExpiredError,
 )
 from rtkit.events import Broadcast, EventWaiters, next_value
-from rtkit.keys import KeyProvider
+from rtkit.keys import KeyProvider, RefusableKeyProvider
 from rtkit.metrics import ConnectRecord, SessionMetrics
 from rtkit.tokens import EphemeralKey
 
@@ -224,6 +225,29 @@ class CallCore:
         record.mint_ms = round((time.perf_counter() - started) * 1000, 2)
         self.key = key if isinstance(key, EphemeralKey) else None
         return key.value if isinstance(key, EphemeralKey) else key
+
+    async def _mint_after_refusal(self, record: ConnectRecord, refused: str, error: AuthenticationError) -> str:
+        """The API refused ``refused`` (401). A key that was valid may still be served by a cache after the API
+        restarted or revoked it, so a provider that caches is told, once, and one fresh key is asked for. The
+        same key again is a real failure, raised as the refusal it was."""
+        if isinstance(self._keys, RefusableKeyProvider):
+            self._keys.refused(refused)
+        fresh = await self._mint(record)
+        if fresh == refused:
+            kind = TokenExpiredError if isinstance(error, TokenExpiredError) else AuthenticationError
+            raise kind(
+                f"The key provider returned the same refused key again ({error.message}).",
+                hint="a fixed key cannot reconnect after it expires; use a broker or an issuer",
+            ) from error
+        return fresh
+
+    @staticmethod
+    def _refused_again(error: AuthenticationError) -> TokenExpiredError:
+        """The fresh key was refused too: another one would not fare better."""
+        return TokenExpiredError(
+            f"The Realtime API refused a freshly minted key too: {error.message}",
+            hint="check that the key provider mints for the API at base_url",
+        )
 
     def _record_failure(self, record: ConnectRecord, started: float, exc: RtkitError) -> None:
         self._cancel_waiters()

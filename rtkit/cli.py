@@ -30,10 +30,15 @@ def _parser() -> argparse.ArgumentParser:
     emu = sub.add_parser("emulator", help="serve a local emulator of the Realtime API")
     emu.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 serves a classroom LAN")
     emu.add_argument("--port", type=int, default=8765)
-    emu.add_argument(
+    emu_key = emu.add_mutually_exclusive_group()
+    emu_key.add_argument(
         "--api-key",
         default=None,
-        help=f"main key clients must present (default: $RTKIT_EMULATOR_API_KEY or {DEFAULT_API_KEY})",
+        help=f"main key clients must present (default: $RTKIT_EMULATOR_API_KEY or {DEFAULT_API_KEY}); "
+        "a value given here shows in `ps`: prefer the variable or --api-key-file",
+    )
+    emu_key.add_argument(
+        "--api-key-file", default=None, metavar="PATH", help="read the main key from this file (first line)"
     )
     emu.add_argument("--admin-token", default=None, help="token for the /_rtkit fault endpoints (default: random)")
     emu.add_argument("--responder", choices=["echo", "tone"], default="echo")
@@ -45,6 +50,21 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="carry WebRTC calls in N worker processes (one holds ~10 calls; use the cores)",
+    )
+    bounds = EmulatorConfig.model_fields
+    emu.add_argument(
+        "--call-connect-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"close a call not connected SECONDS after answering (default {bounds['call_connect_timeout'].default:g})",
+    )
+    emu.add_argument(
+        "--call-peer-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"close a call whose peer sent nothing for SECONDS (default {bounds['call_peer_timeout'].default:g})",
     )
     faults = emu.add_argument_group("fault injection")
     faults.add_argument("--fail-mints", type=int, default=0, metavar="N", help="fail the next N client_secrets")
@@ -65,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="Realtime API base URL (default https://api.openai.com/v1; the emulator's …/v1 offline)",
     )
+    broker.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="PATH",
+        help="read the main key from this file (first line); default: $RTKIT_BROKER_API_KEY or $OPENAI_API_KEY. "
+        "There is no flag taking the key itself: it would show in `ps`",
+    )
     broker.add_argument("--dev", action="store_true", help="allow anonymous callers (laptop demos only)")
     broker.add_argument(
         "--app-token",
@@ -74,6 +101,13 @@ def _parser() -> argparse.ArgumentParser:
         help="an app allowed in, with the SHA-256 of its token (see `rtkit hash-token`)",
     )
     broker.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN")
+    broker.add_argument(
+        "--public-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="the origin browsers reach this broker at, when not its listening address (DNS name, TLS proxy)",
+    )
     broker.add_argument("--redis-url", default=None, help="share cache and rate limits between processes")
     broker.add_argument("--rate-limit-ip", default=None, metavar="LIMIT", help='e.g. "30/minute"')
     broker.add_argument("--rate-limit-caller", default=None, metavar="LIMIT")
@@ -85,6 +119,21 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start an emulator and run one spoken turn against it")
     demo.add_argument("--text", default="Hello from the realtime kit. What is the weather like in Paris today?")
     return parser
+
+
+def _read_key_file(path: str) -> str:
+    """The main key from a file (a mounted secret, a ``chmod 600`` file), so that it never appears in the
+    process's command line. Errors name the file, never its content."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            key = f.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"Cannot read the API key file {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}."
+        ) from None
+    if not key:
+        raise ConfigurationError(f"The API key file {path} is empty.", hint="put the key on its first line")
+    return key
 
 
 def _stop_signals() -> asyncio.Event:
@@ -112,8 +161,14 @@ async def _serve(args: argparse.Namespace) -> None:
     }
     if args.api_key:
         settings["api_key"] = args.api_key
+    elif args.api_key_file:
+        settings["api_key"] = _read_key_file(args.api_key_file)
     if args.admin_token:
         settings["admin_token"] = args.admin_token
+    # Unset bounds are left to EmulatorConfig: its default, or $RTKIT_EMULATOR_CALL_*_TIMEOUT.
+    for bound in ("call_connect_timeout", "call_peer_timeout"):
+        if getattr(args, bound) is not None:
+            settings[bound] = getattr(args, bound)
     emulator = Emulator(EmulatorConfig(**settings))  # type: ignore[arg-type]
     f = emulator.faults
     if args.fail_mints:
@@ -126,11 +181,12 @@ async def _serve(args: argparse.Namespace) -> None:
     for endpoint, seconds in args.latency:
         f.add_latency(endpoint, seconds)
     await emulator.start()
-    key_source = (
-        "--api-key"
-        if args.api_key
-        else ("$RTKIT_EMULATOR_API_KEY" if os.environ.get("RTKIT_EMULATOR_API_KEY") else f"default {DEFAULT_API_KEY}")
-    )
+    if args.api_key or args.api_key_file:
+        key_source = "--api-key" if args.api_key else f"--api-key-file {args.api_key_file}"
+    else:
+        key_source = (
+            "$RTKIT_EMULATOR_API_KEY" if os.environ.get("RTKIT_EMULATOR_API_KEY") else f"default {DEFAULT_API_KEY}"
+        )
     print(f"rtkit emulator on {emulator.base_url}  (WebSocket {emulator.websocket_url})", flush=True)
     print(f"  main key: {key_source}; ICE: {'loopback only' if emulator.loopback_ice else 'all interfaces'}")
     print(f"  admin token for /_rtkit (keep it to yourself): {emulator.admin_token}", flush=True)
@@ -150,6 +206,8 @@ async def _broker(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream mint is noise
     settings: dict[str, object] = {"dev_mode": args.dev}
+    if args.api_key_file:
+        settings["api_key"] = _read_key_file(args.api_key_file)
     options = {
         "upstream_url": args.upstream,
         "redis_url": args.redis_url,
@@ -161,6 +219,8 @@ async def _broker(args: argparse.Namespace) -> None:
     settings.update({k: v for k, v in options.items() if v is not None})
     if args.allow_origin:
         settings["allowed_origins"] = args.allow_origin
+    if args.public_origin:
+        settings["public_origins"] = args.public_origin
     if args.app_token:
         tokens = dict(item.partition("=")[::2] for item in args.app_token)
         settings["app_tokens"] = tokens

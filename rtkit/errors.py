@@ -13,6 +13,7 @@ from typing import ClassVar
 __all__ = [
     "AudioUnavailableError",
     "AuthenticationError",
+    "CacheUnavailableError",
     "ConfigurationError",
     "InvalidRequestError",
     "MicrophoneDeniedError",
@@ -97,6 +98,15 @@ class UpstreamError(RtkitError):
     def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status = status
+
+
+class CacheUnavailableError(UpstreamError):
+    """The broker's shared cache (Redis) did not answer in time, so no key is served: try again shortly.
+    Raised rather than falling back to an in-process cache, which would break single flight across
+    processes and multiply the global rate limit by the number of brokers."""
+
+    code = "cache_unavailable"
+    error = "CacheUnavailable"
 
 
 class QuotaExceededError(RateLimitedError):

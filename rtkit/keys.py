@@ -2,19 +2,22 @@
 
 A provider is any ``async () -> EphemeralKey | str``. Three come ready: a fixed key, the token issuer
 (server side only: it holds the main key), and a broker client (what a browser or notebook uses).
+A provider that may hand out a cached key also implements ``RefusableKeyProvider``, so that a call
+whose key the API refused can say so, and get a fresh one rather than the same dead key again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
 from rtkit._http import ssl_context
 from rtkit.errors import (
     AuthenticationError,
+    CacheUnavailableError,
     ConfigurationError,
     InvalidRequestError,
     RateLimitedError,
@@ -24,9 +27,19 @@ from rtkit.errors import (
 )
 from rtkit.tokens import EphemeralKey, TokenIssuer
 
-__all__ = ["BrokerKeys", "IssuerKeys", "KeyProvider", "StaticKey", "as_provider"]
+__all__ = ["BrokerKeys", "IssuerKeys", "KeyProvider", "RefusableKeyProvider", "StaticKey", "as_provider"]
 
 KeyProvider = Callable[[], Awaitable[EphemeralKey | str]]
+
+
+@runtime_checkable
+class RefusableKeyProvider(Protocol):
+    """A key provider that can be told the Realtime API refused a key it gave (401): its next key must not
+    be that one. A call tells it at most once per connection attempt."""
+
+    async def __call__(self) -> EphemeralKey | str: ...
+
+    def refused(self, key: str) -> None: ...
 
 
 class StaticKey:
@@ -64,11 +77,17 @@ _BROKER_ERRORS: dict[str, type[RtkitError]] = {
     "missing_token": AuthenticationError,
     "invalid_token": AuthenticationError,
     "origin_not_allowed": AuthenticationError,
+    "cache_unavailable": CacheUnavailableError,
 }
 
 
 class BrokerKeys:
-    """Asks rtkit's broker (or any backend speaking the seed's ``/api/client-secret``) for a key."""
+    """Asks rtkit's broker (or any backend speaking the seed's ``/api/client-secret``) for a key.
+
+    The broker caches keys, so one it served may be dead upstream (the API restarted or revoked it) and yet
+    be served again until it expires. ``refused(key)`` makes the next request carry ``refusedKey``, and the
+    broker then mints a fresh key instead of serving that one.
+    """
 
     def __init__(
         self,
@@ -86,12 +105,18 @@ class BrokerKeys:
         if session:
             self.body["session"] = session
         self.timeout = timeout
+        self._refused: str | None = None
+
+    def refused(self, key: str) -> None:
+        """The API refused ``key``; the next request asks the broker to drop it (until one succeeds)."""
+        self._refused = key
 
     async def __call__(self) -> EphemeralKey:
         headers = {"Authorization": f"Bearer {self._app_token}"} if self._app_token else {}
+        body = self.body if self._refused is None else {**self.body, "refusedKey": self._refused}
         try:
             async with httpx.AsyncClient(timeout=self.timeout, verify=ssl_context()) as http:
-                r = await http.post(f"{self.url}/api/client-secret", json=self.body, headers=headers)
+                r = await http.post(f"{self.url}/api/client-secret", json=body, headers=headers)
         except httpx.TimeoutException:
             raise RequestTimeoutError(f"The broker at {self.url} did not answer in time.") from None
         except httpx.TransportError as exc:
@@ -99,19 +124,20 @@ class BrokerKeys:
                 f"Cannot reach the broker at {self.url} ({type(exc).__name__}).", hint="is the broker running?"
             ) from None
         try:
-            body = r.json()
+            answer = r.json()
         except ValueError:
-            body = {}
-        if r.status_code == 200 and isinstance(body, dict) and "ephemeralKey" in body:
+            answer = {}
+        if r.status_code == 200 and isinstance(answer, dict) and "ephemeralKey" in answer:
+            self._refused = None
             return EphemeralKey(
-                value=body["ephemeralKey"],
-                expires_at=datetime.fromisoformat(body["expiresAt"].replace("Z", "+00:00")),
-                session_id=body.get("sessionId"),
-                model=body.get("model"),
+                value=answer["ephemeralKey"],
+                expires_at=datetime.fromisoformat(answer["expiresAt"].replace("Z", "+00:00")),
+                session_id=answer.get("sessionId"),
+                model=answer.get("model"),
             )
-        message = body.get("message") if isinstance(body, dict) else None
-        code = body.get("code", "") if isinstance(body, dict) else ""
-        retry_ms = body.get("retryAfter") if isinstance(body, dict) else None
+        message = answer.get("message") if isinstance(answer, dict) else None
+        code = answer.get("code", "") if isinstance(answer, dict) else ""
+        retry_ms = answer.get("retryAfter") if isinstance(answer, dict) else None
         text = f"The broker refused the key request: {message or r.reason_phrase} ({r.status_code}, {code})."
         cls = _BROKER_ERRORS.get(code)
         if cls is RateLimitedError:

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from rtkit.audio.base import AudioSink, AudioSource
 from rtkit.audio.pcm import PCM
 from rtkit.call import CallCore, ConnectionState, LiveCall, ReconnectPolicy, StateChange, TransportChoice
-from rtkit.errors import NetworkLostError, RtkitError, TokenExpiredError, WebRTCUnavailableError
+from rtkit.errors import AuthenticationError, NetworkLostError, RtkitError, WebRTCUnavailableError
 from rtkit.keys import KeyProvider, as_provider
 from rtkit.metrics import ConnectRecord
 from rtkit.tokens import OPENAI_BASE_URL
@@ -196,15 +196,11 @@ class RealtimeSession(CallCore):
                 transport = self._make(kind)
                 self.transport = transport
                 await transport.connect(value, self.source)
-            except TokenExpiredError:
-                # One fresh mint, not a loop: a provider that hands back the same dead key is a real failure.
-                fresh = await self._mint(record)
-                if refreshed or fresh == value:
-                    raise TokenExpiredError(
-                        "The key provider returned an expired key.",
-                        hint="a fixed key cannot reconnect after it expires; use a broker or an issuer",
-                    ) from None
-                refreshed, value = True, fresh
+            except AuthenticationError as exc:
+                # Expired, or revoked while a cache still served it: one fresh key, not a loop.
+                if refreshed:
+                    raise self._refused_again(exc) from exc
+                refreshed, value = True, await self._mint_after_refusal(record, value, exc)
                 continue
             except WebRTCUnavailableError as exc:
                 if index + 1 < len(order):

@@ -2,12 +2,13 @@
 
 The main key lives only in ``TokenIssuer``; what leaves it is an ``EphemeralKey`` whose ``repr``
 never shows the secret. Transient upstream failures (connection errors, 429 with ``Retry-After``,
-5xx) are retried with exponential backoff and jitter, a bounded number of times; a 4xx is a
-mistake in the request and is raised at once.
+5xx) are retried with exponential backoff and jitter, a bounded number of times, all within one
+deadline; a 4xx is a mistake in the request and is raised at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,8 +16,17 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, SecretStr
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
 
 from rtkit._ids import fingerprint
 from rtkit.errors import (
@@ -131,21 +141,27 @@ def _retryable(exc: BaseException) -> bool:
 
 
 class _BackoffHonouringRetryAfter:
-    """Exponential backoff with jitter, except when the server said how long to wait."""
+    """Exponential backoff with jitter, except when the server said how long to wait: then exactly that,
+    never less (``backoff_max`` caps only our own guesses). A wait the deadline cannot hold is not waited;
+    ``stop_before_delay`` ends the retries and the error, with its ``retry_after``, goes to the caller."""
 
     def __init__(self, initial: float, maximum: float) -> None:
         self._exponential = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
-        self._maximum = maximum
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-            return min(exc.retry_after, self._maximum)
+            return exc.retry_after
         return float(self._exponential(state))
 
 
 class TokenIssuer:
-    """Mints ephemeral keys from ``{base_url}/realtime/client_secrets`` with the main key."""
+    """Mints ephemeral keys from ``{base_url}/realtime/client_secrets`` with the main key.
+
+    ``timeout`` is one budget for a whole ``issue`` call, every attempt and every wait between them: a caller
+    hears back within about ``timeout`` seconds whatever the upstream does (slow, hung, or asking for a long
+    ``Retry-After``).
+    """
 
     def __init__(
         self,
@@ -166,8 +182,11 @@ class TokenIssuer:
             )
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1.")
+        if timeout <= 0:
+            raise ConfigurationError("timeout must be positive.")
         self.base_url = base_url.rstrip("/")
         self.max_attempts = max_attempts
+        self.timeout = timeout
         self._api_key = SecretStr(secret)
         self._wait = _BackoffHonouringRetryAfter(backoff_initial, backoff_max)
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
@@ -176,6 +195,12 @@ class TokenIssuer:
 
     def __repr__(self) -> str:
         return f"TokenIssuer(base_url={self.base_url!r})"
+
+    def derive_secret(self, purpose: str) -> bytes:
+        """32 bytes for ``purpose`` (HKDF-SHA256 of the main key): every process holding the same main key
+        derives the same secret, and the secret gives nothing of the main key away."""
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"rtkit", info=purpose.encode())
+        return hkdf.derive(self._api_key.get_secret_value().encode())
 
     async def issue(
         self,
@@ -192,27 +217,34 @@ class TokenIssuer:
         if expires_in is not None:
             body["expires_after"] = {"anchor": "created_at", "seconds": expires_in}
         self.last_attempts = 0
+        deadline = time.monotonic() + self.timeout
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_retryable),
             wait=self._wait,
-            stop=stop_after_attempt(self.max_attempts),
+            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.timeout),
             reraise=True,
         ):
             with attempt:
                 self.last_attempts += 1
-                return await self._post(body)
+                return await self._post(body, deadline - time.monotonic())
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _post(self, body: dict[str, Any]) -> EphemeralKey:
+    async def _post(self, body: dict[str, Any], budget: float) -> EphemeralKey:
         try:
-            response = await self._http.post(
-                f"{self.base_url}/realtime/client_secrets",
-                json=body,
-                headers={"Authorization": f"Bearer {self._api_key.get_secret_value()}"},
-            )
-        except httpx.TimeoutException:
+            if budget <= 0:
+                raise TimeoutError
+            # httpx's timeout bounds each connect and each read; asyncio's bounds the whole exchange, so an
+            # upstream that trickles bytes cannot stretch the budget either.
+            async with asyncio.timeout(budget):
+                response = await self._http.post(
+                    f"{self.base_url}/realtime/client_secrets",
+                    json=body,
+                    headers={"Authorization": f"Bearer {self._api_key.get_secret_value()}"},
+                    timeout=budget,
+                )
+        except (httpx.TimeoutException, TimeoutError):
             raise RequestTimeoutError(
-                f"The upstream at {self.base_url} did not answer in time.",
+                f"The upstream at {self.base_url} did not answer within {self.timeout:g} s.",
                 hint="the Realtime API may be slow or down; try again",
             ) from None
         except httpx.TransportError as exc:

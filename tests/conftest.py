@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -42,39 +43,57 @@ def speech() -> PCM:
     return asyncio.run(voice_text("Hello from the realtime kit. What is the weather like in Paris today?"))
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A real redis-server on a free loopback port, without persistence, for this test session."""
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    """A real redis-server on ``port`` (loopback, no persistence), answering PING when this returns. Tests
+    that take Redis away (kill, stop, restart on the same port) start their own with this."""
     import shutil
     import socket
-    import subprocess
     import time
 
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server is not installed (make setup installs Debian's redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
                 conn.sendall(b"PING\r\n")
                 if conn.recv(16).startswith(b"+PONG"):
-                    break
+                    return proc
         except OSError:
             time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("redis-server did not start")
+    proc.kill()
+    pytest.fail(f"redis-server did not start on port {port}")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on a free loopback port, without persistence, for this test session."""
+    port = free_port()
+    proc = start_redis(port)
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def broker_argv(port: int, upstream: str, *extra: str) -> list[str]:
+    """``rtkit broker`` as an operator starts it, on loopback ``port`` in front of ``upstream``."""
+    import sys
+
+    return [sys.executable, "-m", "rtkit", "broker", "--port", str(port), "--upstream", upstream, *extra]

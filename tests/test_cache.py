@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,10 +11,12 @@ import pytest
 
 from rtkit.cache import MemoryBackend, RedisBackend, TokenCache
 from rtkit.emulator import Emulator
+from rtkit.errors import CacheUnavailableError
 from rtkit.tokens import EphemeralKey, TokenIssuer
-from tests.conftest import TEST_KEY
+from tests.conftest import TEST_KEY, free_port
 
 SESSION: dict[str, Any] = {"type": "realtime", "model": "gpt-realtime"}
+SECRET = bytes(range(32))
 
 
 class CountingMint:
@@ -39,7 +42,11 @@ async def backend_factory(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     made: list[Any] = []
 
     def make() -> Any:
-        backend = MemoryBackend() if request.param == "memory" else RedisBackend(request.getfixturevalue("redis_url"))
+        backend = (
+            MemoryBackend()
+            if request.param == "memory"
+            else RedisBackend(request.getfixturevalue("redis_url"), secret=SECRET)
+        )
         made.append(backend)
         return backend
 
@@ -110,7 +117,7 @@ async def test_two_caches_sharing_redis_make_one_upstream_call(mint: CountingMin
     client = redis.from_url(redis_url)
     await client.flushdb()
     await client.aclose()
-    first, second = RedisBackend(redis_url), RedisBackend(redis_url)
+    first, second = RedisBackend(redis_url, secret=SECRET), RedisBackend(redis_url, secret=SECRET)
     a, b = TokenCache(mint, backend=first), TokenCache(mint, backend=second)
     try:
         results = await asyncio.gather(*(cache.get("alice", SESSION) for cache in [a, b] * 10))
@@ -128,3 +135,53 @@ async def test_a_failed_mint_is_not_cached(emulator: Emulator, mint: CountingMin
     with pytest.raises(Exception, match="server had an error"):
         await cache.get("alice", SESSION)
     assert not (await cache.get("alice", SESSION)).hit
+
+
+async def test_forget_drops_only_the_key_it_names(mint: CountingMint, backend_factory: Any) -> None:
+    cache = TokenCache(mint, backend=backend_factory())
+    served = (await cache.get("alice", SESSION)).key.value
+    assert not await cache.forget("alice", SESSION, "ek_not_the_cached_one")
+    assert not await cache.forget("bob", SESSION, served)  # another caller cannot evict alice's key
+    assert (await cache.get("alice", SESSION)).hit
+    assert await cache.forget("alice", SESSION, served)
+    fresh = await cache.get("alice", SESSION)
+    assert not fresh.hit and fresh.key.value != served
+    assert mint.calls == 2
+
+
+async def test_redis_holds_neither_keys_nor_identities_and_needs_the_secret(mint: CountingMint, redis_url: str) -> None:
+    import redis.asyncio as redis
+
+    client = redis.from_url(redis_url)
+    await client.flushdb()
+    ours, theirs = RedisBackend(redis_url, secret=SECRET), RedisBackend(redis_url, secret=bytes(32))
+    try:
+        served = (await TokenCache(mint, backend=ours).get("alice", SESSION)).key
+        stored = {name: await client.get(name) async for name in client.scan_iter()}
+        assert (await TokenCache(mint, backend=ours).get("alice", SESSION)).hit
+        assert not (await TokenCache(mint, backend=theirs).get("alice", SESSION)).hit
+    finally:
+        await ours.aclose()
+        await theirs.aclose()
+        await client.aclose()
+    assert len(stored) == 1
+    for name, value in stored.items():
+        assert value is not None
+        for secret in (served.value.encode(), b"ek_", b"alice", b"gpt-realtime"):
+            assert secret not in name and secret not in value
+
+
+async def test_a_redis_that_does_not_answer_is_cache_unavailable_quickly(mint: CountingMint) -> None:
+    backend = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", secret=SECRET, timeout=0.5)
+    cache = TokenCache(mint, backend=backend)
+    try:
+        for attempt in (cache.get("alice", SESSION), cache.forget("alice", SESSION, "ek_whatever")):
+            started = time.perf_counter()
+            with pytest.raises(CacheUnavailableError) as info:
+                await attempt
+            assert time.perf_counter() - started < 2.0
+            assert info.value.code == "cache_unavailable"
+        assert not await backend.ping()
+    finally:
+        await backend.aclose()
+    assert mint.calls == 0  # nothing minted that could not be cached or locked

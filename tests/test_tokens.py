@@ -116,12 +116,41 @@ async def test_invalid_session_is_an_invalid_request_naming_the_parameter(emulat
     assert tokens.last_attempts == 1
 
 
-async def test_slow_upstream_times_out(emulator: Emulator) -> None:
+async def test_slow_upstream_times_out_within_one_budget_for_all_attempts(emulator: Emulator) -> None:
     emulator.faults.add_latency("client_secrets", 1.0)
-    async with issuer(emulator, timeout=0.2, max_attempts=2) as tokens:
+    async with issuer(emulator, timeout=0.3, max_attempts=3) as tokens:
+        started = time.perf_counter()
         with pytest.raises(RequestTimeoutError):
             await tokens.issue()
+    assert time.perf_counter() - started < 0.9  # not 3 x 0.3 s: the budget covers every attempt
+    assert tokens.last_attempts == 1
+
+
+async def test_a_retry_after_longer_than_the_budget_is_raised_at_once_uncapped(emulator: Emulator) -> None:
+    emulator.faults.fail_next_mints(1, status=429, retry_after=30)
+    async with issuer(emulator, timeout=2.0) as tokens:
+        started = time.perf_counter()
+        with pytest.raises(RateLimitedError) as info:
+            await tokens.issue()
+    assert time.perf_counter() - started < 1.5
+    assert info.value.retry_after == 30  # what the server said, not backoff_max (0.5 s here)
+    assert tokens.last_attempts == 1
+
+
+async def test_a_retry_after_above_backoff_max_is_waited_in_full_when_it_fits(emulator: Emulator) -> None:
+    emulator.faults.fail_next_mints(1, status=429, retry_after=0.8)
+    async with issuer(emulator, timeout=5.0) as tokens:  # backoff_max is 0.5
+        started = time.perf_counter()
+        await tokens.issue()
+    assert time.perf_counter() - started >= 0.8
     assert tokens.last_attempts == 2
+
+
+def test_the_derived_secret_depends_on_the_main_key_and_the_purpose() -> None:
+    a, same, other = TokenIssuer("sk-one"), TokenIssuer("sk-one"), TokenIssuer("sk-two")
+    assert a.derive_secret("cache") == same.derive_secret("cache") != other.derive_secret("cache")
+    assert a.derive_secret("cache") != a.derive_secret("limits")
+    assert len(a.derive_secret("cache")) == 32 and b"sk-one" not in a.derive_secret("cache")
 
 
 async def test_unreachable_upstream_is_an_upstream_error() -> None:

@@ -25,6 +25,9 @@ class AuditRecord:
     upstreamMs: float | None = None
     key: str | None = None
     realtimeSessionId: str | None = None
+    #: A key the client reported refused by the API (fingerprint), and whether it was the cached one.
+    refusedKey: str | None = None
+    evicted: bool | None = None
     durationMs: float = 0.0
 
     def emit(self) -> None:

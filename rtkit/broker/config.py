@@ -32,10 +32,16 @@ class BrokerSettings(BaseSettings):
     #: Browser origins allowed to call the broker (CORS); ``*`` allows any. A request with another
     #: ``Origin`` is refused with 403; requests without ``Origin`` (servers, curl) are not browsers.
     allowed_origins: list[str] = Field(default_factory=list)
+    #: The origin(s) browsers see this broker at, when that is not the address it listens on (a DNS name,
+    #: a TLS-terminating proxy): its own demo page posts from there. The listening address always counts.
+    public_origins: list[str] = Field(default_factory=list)
     rate_limit_per_ip: str = "30/minute"
     rate_limit_per_caller: str = "120/minute"
     #: ``redis://…``: share cached keys, locks and rate-limit counters between broker processes.
     redis_url: str | None = None
+    #: Seconds a Redis connect or command may take. When Redis is down or hung the broker answers
+    #: 503 ``cache_unavailable`` after about twice this (one immediate retry), never a traceback.
+    redis_timeout: float = Field(0.5, gt=0, le=30)
     cache_margin_seconds: float = Field(30.0, ge=0)
     key_ttl_seconds: int = Field(600, ge=10, le=7200)
     model: str = "gpt-realtime"
@@ -56,7 +62,11 @@ class BrokerSettings(BaseSettings):
     )
     max_instructions_chars: int = Field(2000, ge=0)
     max_body_bytes: int = Field(16_384, ge=256)
+    #: One deadline, in seconds, for minting a key: every upstream attempt and every wait between them.
+    #: A slow or hung upstream is a 504 after about this long; a ``Retry-After`` longer than what is left
+    #: is passed on to the client at once (503 with ``retryAfter``) rather than waited.
     upstream_timeout: float = Field(10.0, gt=0)
+    #: At most this many upstream attempts, within ``upstream_timeout``.
     upstream_attempts: int = Field(3, ge=1, le=10)
     #: Where browsers should open their calls; published to the demo page. Default: ``upstream_url``.
     realtime_url: str | None = None

@@ -51,6 +51,22 @@ def bad_request(message: str, code: str = "invalid_request") -> BrokerError:
     return BrokerError(400, "InvalidRequest", code, message)
 
 
+#: Seconds a client is asked to wait when Redis is down: long enough not to hammer a broker that cannot
+#: serve, short enough that a restarted Redis is noticed soon.
+CACHE_RETRY_AFTER = 2.0
+
+
+def cache_unavailable() -> BrokerError:
+    """What the client is told while Redis (shared cache, locks, rate-limit counters) does not answer."""
+    return BrokerError(
+        503,
+        "CacheUnavailable",
+        "cache_unavailable",
+        "The broker's shared cache is unavailable, so it cannot serve keys right now. Try again shortly.",
+        retry_after=CACHE_RETRY_AFTER,
+    )
+
+
 def from_upstream(exc: RtkitError) -> BrokerError:
     """What the browser is told when minting failed upstream. The main key's problems are the operator's,
     so they surface as a 502 without detail; the browser gets what it can act on (wait, retry)."""

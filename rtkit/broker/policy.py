@@ -31,6 +31,9 @@ class ClientSecretRequest(BaseModel):
     sessionId: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
     capabilities: list[Capability] = Field(default_factory=lambda: list[Capability](["audio"]), max_length=4)
     session: ClientSessionChoices | None = None
+    #: A key this broker served that the Realtime API then refused (401): if it is still the one cached for
+    #: this caller and session, it is dropped and a fresh one minted. Any other value evicts nothing.
+    refusedKey: str | None = Field(None, min_length=8, max_length=256, pattern=r"^[A-Za-z0-9_\-.]+$")
 
 
 def parse_request(body: Any) -> ClientSecretRequest:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
@@ -14,11 +14,14 @@ import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from rtkit._ids import new_id
+from rtkit._body import BodyTimeout, BodyTooLarge, read_body
+from rtkit._ice import is_loopback_host
+from rtkit._ids import fingerprint, new_id
+from rtkit._json import JsonError, loads
 from rtkit.broker.audit import AuditRecord
-from rtkit.broker.errors import BrokerError, bad_request, from_upstream
+from rtkit.broker.errors import BrokerError, bad_request, cache_unavailable, from_upstream
 from rtkit.broker.policy import parse_request, session_for
-from rtkit.errors import RtkitError
+from rtkit.errors import CacheUnavailableError, RtkitError
 
 if TYPE_CHECKING:
     from rtkit.broker.server import BrokerState
@@ -34,19 +37,38 @@ def _state(request: Request) -> BrokerState:
 
 
 def request_id(request: Request) -> str:
+    return request_id_from(request.headers)
+
+
+def request_id_from(headers: Mapping[str, str]) -> str:
     """Accept the caller's ``X-Request-ID`` when it is sane (so traces join up), else make one."""
-    given = request.headers.get("x-request-id", "")
+    given = headers.get("x-request-id", "")
     return given if _REQUEST_ID.match(given) else new_id("req")
 
 
-def check_origin(request: Request, allowed: list[str]) -> None:
+def own_origins(request: Request) -> set[str]:
+    """The origins of the address this connection actually reached (the socket's own address, which no
+    header can change): the broker's demo page served from there is same-origin."""
+    server = request.scope.get("server")
+    if not server or server[1] is None:
+        return set()
+    host, port = str(server[0]), int(server[1])
+    scheme = request.url.scheme
+    default = {"http": 80, "https": 443}.get(scheme)
+    suffix = "" if port == default else f":{port}"
+    hosts = {f"[{host}]" if ":" in host else host}
+    if is_loopback_host(host):
+        hosts |= {"localhost", "127.0.0.1", "[::1]"}
+    return {f"{scheme}://{h}{suffix}" for h in hosts}
+
+
+def check_origin(request: Request, public: list[str], allowed: list[str]) -> None:
+    """Browsers send ``Origin``; it must be one the operator allowed, the broker's configured public
+    origin(s) (behind a proxy or a DNS name), or the address the connection reached. The ``Host`` header
+    is never trusted for this: ``Origin: http://evil.example`` with ``Host: evil.example`` proves nothing,
+    and a DNS-rebound page keeps its own name in ``Origin``."""
     origin = request.headers.get("origin")
-    if origin is None or "*" in allowed or origin in allowed:
-        return
-    # The broker's own page (GET /) is same-origin, and browsers send Origin on its POSTs too. A page cannot
-    # forge Origin, so one equal to the address it reached us at is ours. (Behind a TLS-terminating proxy the
-    # scheme differs; list the public origin in allowed_origins there.)
-    if origin == f"{request.url.scheme}://{request.url.netloc}":
+    if origin is None or "*" in allowed or origin in allowed or origin in public or origin in own_origins(request):
         return
     raise BrokerError(
         403, "Forbidden", "origin_not_allowed", f"Requests from origin {origin} are not allowed by this broker."
@@ -62,22 +84,14 @@ async def read_json(request: Request, max_bytes: int) -> Any:
             "unsupported_media_type",
             "Send the request body as JSON with 'Content-Type: application/json'.",
         )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise BrokerError(
-            413, "PayloadTooLarge", "payload_too_large", f"The request body is larger than {max_bytes} bytes."
-        )
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise BrokerError(
-                413, "PayloadTooLarge", "payload_too_large", f"The request body is larger than {max_bytes} bytes."
-            )
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("The request body is not valid JSON.", code="invalid_json") from None
+        return loads(await read_body(request, max_bytes=max_bytes))
+    except BodyTooLarge as exc:
+        raise BrokerError(413, "PayloadTooLarge", "payload_too_large", str(exc)) from None
+    except BodyTimeout as exc:
+        raise BrokerError(408, "RequestTimeout", "request_timeout", str(exc)) from None
+    except JsonError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc.reason}.", code="invalid_json") from None
 
 
 async def client_secret(request: Request) -> Response:
@@ -94,14 +108,23 @@ async def client_secret(request: Request) -> Response:
     upstream_ms.set(None)
     response: Response
     try:
-        check_origin(request, broker.settings.allowed_origins)
+        check_origin(request, broker.settings.public_origins, broker.settings.allowed_origins)
         caller = record.caller = broker.auth.caller(request)
         await broker.limits.check(record.ip, caller)
         body = parse_request(await read_json(request, broker.settings.max_body_bytes))
         record.sessionId = body.sessionId
         session = session_for(body, broker.settings)
+        identity = f"{caller}:{body.sessionId}"
         try:
-            cached = await broker.cache.get(f"{caller}:{body.sessionId}", session)
+            if body.refusedKey is not None:
+                # Only the caller's own cached key can go: the identity is theirs, the value must match.
+                record.refusedKey = fingerprint(body.refusedKey)
+                record.evicted = await broker.cache.forget(identity, session, body.refusedKey)
+                if record.evicted:
+                    broker.metrics.cache.labels("evicted").inc()
+            cached = await broker.cache.get(identity, session)
+        except CacheUnavailableError:
+            raise cache_unavailable() from None
         except RtkitError as exc:
             broker.metrics.upstream_errors.labels(exc.code).inc()
             raise from_upstream(exc) from None

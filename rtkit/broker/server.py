@@ -9,12 +9,14 @@ from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from rtkit._ids import new_id
 from rtkit._serve import LoopServer
 from rtkit.broker import page, routes
 from rtkit.broker.auth import Authenticator
@@ -62,13 +64,24 @@ def build_state(settings: BrokerSettings, issuer: TokenIssuer | None = None) -> 
             routes.upstream_ms.set(round(elapsed * 1000, 3))
             metrics.upstream_latency.observe(elapsed)
 
-    backend = RedisBackend(settings.redis_url) if settings.redis_url else MemoryBackend()
+    backend: MemoryBackend | RedisBackend = MemoryBackend()
+    limits_secret = None
+    if settings.redis_url:
+        # No in-process fallback while Redis is down (see RateLimits): both fail closed with a 503.
+        # The lock outlives the one mint it guards, which upstream_timeout bounds.
+        backend = RedisBackend(
+            settings.redis_url,
+            secret=issuer.derive_secret("rtkit broker cache"),
+            lock_timeout=settings.upstream_timeout + 5.0,
+            timeout=settings.redis_timeout,
+        )
+        limits_secret = issuer.derive_secret("rtkit broker rate limits")
     return BrokerState(
         settings=settings,
         issuer=issuer,
         cache=TokenCache(mint, backend=backend, margin=settings.cache_margin_seconds),
         auth=Authenticator(settings),
-        limits=RateLimits(settings),
+        limits=RateLimits(settings, secret=limits_secret),
         metrics=metrics,
     )
 
@@ -83,6 +96,38 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return BrokerError(status, error, code, message).response(routes.request_id(request))
 
 
+_REFUSALS = {
+    400: ("InvalidRequest", "invalid_http"),
+    408: ("RequestTimeout", "request_timeout"),
+    431: ("HeaderFieldsTooLarge", "header_fields_too_large"),
+}
+
+
+def _refusal(status: int, message: str) -> bytes:
+    """A refusal made by the HTTP layer, before any route ran, in the broker's error format."""
+    error, code = _REFUSALS.get(status, ("InvalidRequest", "invalid_request"))
+    return bytes(BrokerError(status, error, code, message).response(new_id("req")).body)
+
+
+class JsonCors(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered in the broker's error format like every other
+    refusal (Starlette's own is a plain-text 400)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
+        origin = "origin" in refused.split(", ")
+        return BrokerError(
+            403 if origin else 400,
+            "Forbidden" if origin else "InvalidRequest",
+            "origin_not_allowed" if origin else "cors_preflight_rejected",
+            f"Cross-origin request refused: this broker does not allow its {refused} "
+            f"(origin {request_headers.get('origin')}).",
+        ).response(routes.request_id_from(request_headers))
+
+
 def build_app(state: BrokerState) -> Starlette:
     s = state.settings
     app = Starlette(
@@ -95,7 +140,7 @@ def build_app(state: BrokerState) -> Starlette:
         ],
         middleware=[
             Middleware(
-                CORSMiddleware,
+                JsonCors,
                 allow_origins=s.allowed_origins,
                 allow_methods=["GET", "POST"],
                 allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
@@ -129,7 +174,7 @@ class Broker:
         self.settings = settings or BrokerSettings(**overrides)
         self.state = build_state(self.settings, issuer)
         self.app = build_app(self.state)
-        self._server = LoopServer(self.app, host, port, what="broker")
+        self._server = LoopServer(self.app, host, port, what="broker", error_body=_refusal)
 
     @property
     def url(self) -> str:

@@ -43,7 +43,6 @@ from rtkit.errors import (
     MicrophoneUnavailableError,
     NetworkLostError,
     RtkitError,
-    TokenExpiredError,
     UpstreamError,
     WebRTCUnavailableError,
 )
@@ -332,19 +331,11 @@ class BrowserCall(CallCore, anywidget.AnyWidget):
         try:
             return await self._open(value)
         except AuthenticationError as first:
-            fresh = await self._mint(record)
-            if fresh == value:
-                raise TokenExpiredError(
-                    "The key provider returned the same refused key again.",
-                    hint="a fixed key cannot reconnect after it expires; use a broker or an issuer",
-                ) from first
-            try:
-                return await self._open(fresh)
-            except AuthenticationError as second:
-                raise TokenExpiredError(
-                    f"The Realtime API refused a freshly minted key too: {second.message}",
-                    hint="check that the key provider mints for the API at base_url",
-                ) from second
+            fresh = await self._mint_after_refusal(record, value, first)
+        try:
+            return await self._open(fresh)
+        except AuthenticationError as second:
+            raise self._refused_again(second) from second
 
     async def _open(self, key: str) -> dict[str, Any]:
         """One attempt in the browser with ``key``: the reply is its ``opened`` message, or the mapped error."""

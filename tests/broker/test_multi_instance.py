@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -14,13 +12,7 @@ import httpx
 import pytest
 
 from rtkit.emulator import Emulator
-from tests.conftest import TEST_KEY
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import TEST_KEY, broker_argv, free_port
 
 
 async def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -50,21 +42,7 @@ async def brokers(emulator: Emulator, redis_url: str) -> AsyncIterator[list[str]
         port = free_port()
         procs.append(
             subprocess.Popen(  # noqa: ASYNC220 (spawning is instant; the test waits on /healthz)
-                [
-                    sys.executable,
-                    "-m",
-                    "rtkit",
-                    "broker",
-                    "--port",
-                    str(port),
-                    "--upstream",
-                    emulator.base_url,
-                    "--redis-url",
-                    redis_url,
-                    "--dev",
-                    "--rate-limit-ip",
-                    "6/minute",
-                ],
+                broker_argv(port, emulator.base_url, "--redis-url", redis_url, "--dev", "--rate-limit-ip", "6/minute"),
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

@@ -8,7 +8,6 @@ are the browser's own. Each test leaves a screenshot in ``artifacts/``.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from rtkit.broker import Broker, BrokerSettings
 from rtkit.emulator import Emulator
 from rtkit.emulator.keys import ClientSecret
 from tests.chromium import ALLOW_MICROPHONE, ARTIFACTS, CHROMIUM, WEBRTC_ARGS, require_chromium
-from tests.conftest import TEST_KEY, assert_valid_server_events
+from tests.conftest import TEST_KEY, assert_valid_server_events, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -47,14 +46,6 @@ OpenPage = Callable[..., Awaitable["Page"]]
 class Stack:
     emulator: Emulator
     broker: Broker
-
-
-def free_port() -> int:
-    """The broker's origin must be known before it starts: the emulator's CORS and the broker's own
-    origin check both name it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
