@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import httpx
 import pytest
 
 from tests.chromium import ALLOW_MICROPHONE, ARTIFACTS, CHROMIUM, WEBRTC_ARGS
+from tests.conftest import free_port
 
 JUPYTER = Path(sys.executable).with_name("jupyter")
 
@@ -65,12 +65,6 @@ class Lab:
 
     def server_log(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
