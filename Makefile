@@ -34,7 +34,7 @@ demo: setup
 	$(PY) -m rtkit demo
 
 # The notebooks run against the emulator in tests, whatever OPENAI_API_KEY the caller has set.
-test: setup
+test: setup lint
 	env -u OPENAI_API_KEY -u RTKIT_AUDIO $(PY) -m pytest
 
 # Re-run every notebook and save it with its outputs (plots as images), as they are committed.
@@ -45,14 +45,17 @@ notebooks: setup
 lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
+# Part of `make test`: the lint and the types are checked like the behaviour.
+LINTED := rtkit tests benchmarks notebooks
+
 lint: venv
-	$(VENV)/bin/ruff check rtkit tests benchmarks examples
-	$(VENV)/bin/ruff format --check rtkit tests benchmarks examples
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy
 
 format: venv
-	$(VENV)/bin/ruff check --fix rtkit tests benchmarks examples
-	$(VENV)/bin/ruff format rtkit tests benchmarks examples
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
 
 bench: setup
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q wrk; }

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from rtkit import __version__
 from rtkit.emulator.config import DEFAULT_API_KEY, EmulatorConfig
 from rtkit.errors import ConfigurationError, RtkitError
 
@@ -25,6 +26,7 @@ def _latency(value: str) -> tuple[str, float]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtkit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"rtkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     emu = sub.add_parser("emulator", help="serve a local emulator of the Realtime API")

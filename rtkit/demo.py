@@ -1,4 +1,4 @@
-"""``make demo``: the seed's whole architecture on one machine, offline.
+"""``make demo``: the guide's whole architecture on one machine, offline.
 
 The emulator plays the Realtime API; the broker is the backend that holds the main key and mints
 ephemeral keys; a ``RealtimeSession`` is the client: it gets its key from the broker, opens a WebRTC

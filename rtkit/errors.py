@@ -1,7 +1,7 @@
 """One exception tree for everything rtkit raises.
 
 Callers catch at whatever depth suits them (``RtkitError`` for "anything went wrong",
-``RateLimitedError`` to back off). Every class carries the stable ``code`` of the seed's
+``RateLimitedError`` to back off). Every class carries the stable ``code`` of the guide's
 error format (``{error, message, code, requestId, retryAfter}``), so an exception and the
 HTTP error the broker returns for it always agree.
 """
@@ -38,7 +38,7 @@ class RtkitError(Exception):
     """
 
     code: ClassVar[str] = "rtkit_error"
-    #: The seed's ``error`` field: a short CamelCase name for the family of failure.
+    #: The guide's ``error`` field: a short CamelCase name for the family of failure.
     error: ClassVar[str] = "Error"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:

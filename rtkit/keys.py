@@ -82,7 +82,7 @@ _BROKER_ERRORS: dict[str, type[RtkitError]] = {
 
 
 class BrokerKeys:
-    """Asks rtkit's broker (or any backend speaking the seed's ``/api/client-secret``) for a key.
+    """Asks rtkit's broker (or any backend speaking the guide's ``/api/client-secret``) for a key.
 
     The broker caches keys, so one it served may be dead upstream (the API restarted or revoked it) and yet
     be served again until it expires. ``refused(key)`` makes the next request carry ``refusedKey``, and the

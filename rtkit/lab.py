@@ -1,6 +1,6 @@
 """The backend a notebook lesson runs against, and the call it makes: where the audio is, the reader chooses.
 
-In a lesson the kernel plays the seed's *backend*: it holds the main key (the emulator's by default, or
+In a lesson the kernel plays the guide's *backend*: it holds the main key (the emulator's by default, or
 ``OPENAI_API_KEY``) and mints ephemeral keys; calls and widgets only ever see those. The *client* is
 ``backend.call()``, on the side the reader chose once (``RTKIT_AUDIO``) for every lesson:
 

@@ -1,4 +1,4 @@
-"""``RealtimeSession``: the seed's browser client, in Python, with every step observable.
+"""``RealtimeSession``: the guide's browser client, in Python, with every step observable.
 
 It takes an ephemeral key from a key provider, opens a call (WebRTC, or WebSocket as a fallback),
 streams an audio source up and plays the reply into a sink, and reports what happens as it happens:

@@ -72,7 +72,7 @@ class EphemeralKey:
 
     @classmethod
     def from_response(cls, body: Any) -> EphemeralKey:
-        """Parse the GA shape ``{value, expires_at, session: {id, model, ...}}``; the seed's flat sketch
+        """Parse the GA shape ``{value, expires_at, session: {id, model, ...}}``; the guide's flat sketch
         ``{value, expires_at, session_id, model}`` is accepted too."""
         if not isinstance(body, dict) or not isinstance(body.get("value"), str):
             raise UpstreamError("The upstream answered 200 without a client secret in it.")

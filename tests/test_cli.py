@@ -127,6 +127,22 @@ def test_hash_token_prints_the_digest_the_broker_stores() -> None:
     assert result.stdout.strip() == hashlib.sha256(b"s3cret").hexdigest()
 
 
+def test_version_names_the_installed_package() -> None:
+    from importlib.metadata import version
+
+    result = subprocess.run([sys.executable, "-m", "rtkit", "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout.strip() == f"rtkit {version('rtkit')}"
+
+
+def test_importing_rtkit_does_not_start_the_servers_dependencies() -> None:
+    """The package exports lazily: ``import rtkit`` must not load the broker, the emulator or aiortc."""
+    code = (
+        "import sys, rtkit; print(sorted(m for m in ('rtkit.broker', 'rtkit.emulator', 'aiortc') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
 def test_demo_runs_a_timed_spoken_turn_through_the_broker() -> None:
     result = subprocess.run([sys.executable, "-m", "rtkit", "demo"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

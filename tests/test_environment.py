@@ -13,13 +13,15 @@ def _names(requirements: list[str]) -> set[str]:
     return {re.split(r"[<>=!~\[ ;]", r.strip(), maxsplit=1)[0].lower() for r in requirements}
 
 
-def test_environment_yml_lists_the_same_runtime_dependencies_as_pyproject() -> None:
+def test_environment_yml_lists_the_runtime_and_lab_dependencies_of_pyproject() -> None:
+    """A conda user gets what the lessons need (the lab extras), not only the core library."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    runtime = _names(pyproject["project"]["dependencies"])
-    pip_section = re.search(r"- pip:\n((?:\s+- .+\n)+)", (ROOT / "environment.yml").read_text())
+    wanted = _names(pyproject["project"]["dependencies"]) | _names(pyproject["project"]["optional-dependencies"]["lab"])
+    pip_section = re.search(r"- pip:\n((?:\s+(?:- .+|#.*)\n)+)", (ROOT / "environment.yml").read_text())
     assert pip_section, "environment.yml has no pip section"
-    listed = _names([line.strip()[2:] for line in pip_section.group(1).splitlines()])
-    assert listed == runtime
+    lines = [line.strip() for line in pip_section.group(1).splitlines()]
+    listed = _names([line[2:] for line in lines if line.startswith("- ")])
+    assert listed == wanted
 
 
 def test_environment_yml_brings_portaudio_for_sounddevice() -> None:

@@ -42,7 +42,7 @@ async def test_issue_returns_a_typed_key_from_the_real_shape(emulator: Emulator)
     assert tokens.last_attempts == 1
 
 
-def test_the_seeds_flat_shape_is_accepted() -> None:
+def test_the_guides_flat_shape_is_accepted() -> None:
     key = EphemeralKey.from_response(
         {"value": "ek_abc123", "expires_at": 1_900_000_000, "session_id": "sess_1", "model": "gpt-realtime"}
     )

@@ -1,4 +1,4 @@
-"""The seed's error format, ``{error, message, code, requestId, retryAfter}``, and the broker's table of errors.
+"""The guide's error format, ``{error, message, code, requestId, retryAfter}``, and the broker's table of errors.
 
 ``retryAfter`` is in milliseconds (and a ``Retry-After`` header in seconds goes with it).
 """

@@ -1,4 +1,4 @@
-"""The broker's routes: ``POST /api/client-secret`` (the seed's backend), health, readiness and metrics."""
+"""The broker's routes: ``POST /api/client-secret`` (the guide's backend), health, readiness and metrics."""
 
 from __future__ import annotations
 

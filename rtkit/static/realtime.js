@@ -1,5 +1,5 @@
 /*
- * The seed's browser client, the part every rtkit page shares: the broker's demo page (`GET /` on the
+ * The guide's browser client, the part every rtkit page shares: the broker's demo page (`GET /` on the
  * broker, which serves this file at /static/realtime.js) and the notebook's BrowserCall widget (whose
  * module is this file followed by static/browser_call.js: anywidget loads one module, with no imports).
  *

@@ -1,7 +1,7 @@
 """``BrowserCall``: talk from the notebook's browser tab, with the kernel as the backend.
 
 In a workshop the kernel often runs where there is no microphone or speaker (a server, a container), while
-the participant's browser has both. This widget splits the seed's roles along that line:
+the participant's browser has both. This widget splits the guide's roles along that line:
 
 * the **kernel** is the backend: it asks a key provider for an ephemeral ``ek_`` key (the main key never
   leaves it) and hands *only that key* to the browser, in a custom widget message;

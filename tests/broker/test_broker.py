@@ -23,7 +23,7 @@ async def ask(http: httpx.AsyncClient, broker: Broker, body: Any = BODY, **kw: A
     return await http.post(f"{broker.url}/api/client-secret", json=body, headers=headers, **kw)
 
 
-def assert_seed_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+def assert_guide_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert r.status_code == status, r.text
     body = r.json()
     assert set(body) == {"error", "message", "code", "requestId", "retryAfter"}
@@ -99,34 +99,34 @@ async def test_policy_lets_the_client_choose_voice_and_instructions_only(
         ({**BODY, "session": {"instructions": "x" * 2001}}, 400, "instructions_too_long"),
     ],
 )
-async def test_bad_bodies_are_refused_in_the_seed_format(
+async def test_bad_bodies_are_refused_in_the_guides_format(
     broker: Broker, http: httpx.AsyncClient, body: Any, status: int, code: str
 ) -> None:
-    assert_seed_error(await ask(http, broker, body), status, code)
+    assert_guide_error(await ask(http, broker, body), status, code)
 
 
 async def test_non_json_and_wrong_content_type_and_oversize(broker: Broker, http: httpx.AsyncClient) -> None:
     url = f"{broker.url}/api/client-secret"
     not_json = await http.post(url, content=b"{nope", headers=auth(**{"Content-Type": "application/json"}))
-    assert_seed_error(not_json, 400, "invalid_json")
+    assert_guide_error(not_json, 400, "invalid_json")
     form = await http.post(url, data={"sessionId": "x"}, headers=auth())
-    assert_seed_error(form, 415, "unsupported_media_type")
+    assert_guide_error(form, 415, "unsupported_media_type")
     big = await http.post(
         url, content=b'{"sessionId": "' + b"x" * 20_000 + b'"}', headers=auth(**{"Content-Type": "application/json"})
     )
-    assert_seed_error(big, 413, "payload_too_large")
+    assert_guide_error(big, 413, "payload_too_large")
 
     async def chunks() -> Any:
         for _ in range(40):
             yield b" " * 1000
 
     streamed = await http.post(url, content=chunks(), headers=auth(**{"Content-Type": "application/json"}))
-    assert_seed_error(streamed, 413, "payload_too_large")
+    assert_guide_error(streamed, 413, "payload_too_large")
 
 
 async def test_callers_need_a_valid_app_token(broker: Broker, http: httpx.AsyncClient) -> None:
-    assert_seed_error(await ask(http, broker, headers={}), 401, "missing_token")
-    assert_seed_error(await ask(http, broker, headers=auth("wrong-token")), 401, "invalid_token")
+    assert_guide_error(await ask(http, broker, headers={}), 401, "missing_token")
+    assert_guide_error(await ask(http, broker, headers=auth("wrong-token")), 401, "invalid_token")
 
 
 async def test_dev_mode_lets_anonymous_callers_in_and_says_so(
@@ -142,7 +142,7 @@ async def test_origins_are_checked_and_cors_answers_allowed_ones(broker: Broker,
     assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == ORIGIN
     assert "x-request-id" in ok.headers["access-control-expose-headers"].lower()
     refused = await ask(http, broker, headers=auth(Origin="http://evil.example"))
-    assert_seed_error(refused, 403, "origin_not_allowed")
+    assert_guide_error(refused, 403, "origin_not_allowed")
     preflight = await http.options(
         f"{broker.url}/api/client-secret",
         headers={
@@ -160,7 +160,7 @@ async def test_rate_limit_per_ip_answers_429_with_retry_after(emulator: Emulator
         statuses = [(await ask(http, b)).status_code for _ in range(3)]
         limited = await ask(http, b)
     assert statuses == [200, 200, 200]
-    body = assert_seed_error(limited, 429, "rate_limited")
+    body = assert_guide_error(limited, 429, "rate_limited")
     assert 0 < body["retryAfter"] <= 60_000
     assert 1 <= int(limited.headers["retry-after"]) <= 60
 
@@ -168,7 +168,7 @@ async def test_rate_limit_per_ip_answers_429_with_retry_after(emulator: Emulator
 async def test_rate_limit_per_caller(emulator: Emulator, http: httpx.AsyncClient) -> None:
     async with Broker(settings(emulator, rate_limit_per_caller="2/minute")) as b:
         assert [(await ask(http, b)).status_code for _ in range(2)] == [200, 200]
-        assert_seed_error(await ask(http, b), 429, "rate_limited")
+        assert_guide_error(await ask(http, b), 429, "rate_limited")
 
 
 @pytest.mark.parametrize(
@@ -190,19 +190,19 @@ async def test_upstream_failures_map_to_the_table(
     retry: int | None,
 ) -> None:
     emulator.faults.fail_next_mints(5, **fault)
-    body = assert_seed_error(await ask(http, broker), status, code)
+    body = assert_guide_error(await ask(http, broker), status, code)
     assert body["retryAfter"] == retry
 
 
 async def test_upstream_timeout_is_504(emulator: Emulator, http: httpx.AsyncClient) -> None:
     emulator.faults.add_latency("client_secrets", 1.0)
     async with Broker(settings(emulator, upstream_timeout=0.2, upstream_attempts=1)) as b:
-        assert_seed_error(await ask(http, b), 504, "upstream_timeout")
+        assert_guide_error(await ask(http, b), 504, "upstream_timeout")
 
 
 async def test_wrong_main_key_is_the_operators_problem_502(emulator: Emulator, http: httpx.AsyncClient) -> None:
     async with Broker(settings(emulator, api_key="sk-not-the-right-one")) as b:
-        body = assert_seed_error(await ask(http, b), 502, "upstream_auth_failed")
+        body = assert_guide_error(await ask(http, b), 502, "upstream_auth_failed")
     assert "sk-not-the-right-one" not in json.dumps(body)
 
 
@@ -211,7 +211,7 @@ async def test_unreachable_upstream_is_502_and_not_ready(emulator: Emulator, htt
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     async with Broker(settings(emulator, upstream_url=dead, upstream_attempts=1)) as b:
-        assert_seed_error(await ask(http, b), 502, "upstream_unavailable")
+        assert_guide_error(await ask(http, b), 502, "upstream_unavailable")
         ready = await http.get(f"{b.url}/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["upstream"].startswith("unreachable")
 
@@ -237,9 +237,9 @@ async def test_health_readiness_and_metrics(broker: Broker, http: httpx.AsyncCli
     assert "rtkit_broker_request_seconds_bucket" in text and "rtkit_broker_upstream_seconds_count 1.0" in text
 
 
-async def test_unknown_paths_and_methods_answer_in_the_seed_format(broker: Broker, http: httpx.AsyncClient) -> None:
-    assert_seed_error(await http.get(f"{broker.url}/api/nothing"), 404, "not_found")
-    assert_seed_error(await http.get(f"{broker.url}/api/client-secret"), 405, "method_not_allowed")
+async def test_unknown_paths_and_methods_answer_in_the_guides_format(broker: Broker, http: httpx.AsyncClient) -> None:
+    assert_guide_error(await http.get(f"{broker.url}/api/nothing"), 404, "not_found")
+    assert_guide_error(await http.get(f"{broker.url}/api/client-secret"), 405, "method_not_allowed")
 
 
 async def test_audit_log_has_one_json_line_per_request(

@@ -1,4 +1,4 @@
-"""The broker's demo page in Debian's Chromium: a spoken turn, reconnection, and each error scenario of the seed.
+"""The broker's demo page in Debian's Chromium: a spoken turn, reconnection, and each error scenario of the guide.
 
 The page is served by the real broker and calls the real emulator on another loopback port (another
 origin, as when the Realtime API is elsewhere), so its fetches, CORS preflights, WebRTC and WebSocket

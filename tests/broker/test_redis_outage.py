@@ -15,7 +15,7 @@ import pytest
 from rtkit.broker import Broker
 from rtkit.emulator import Emulator
 from tests.broker.conftest import LogCapture, settings
-from tests.broker.test_broker import ask, assert_seed_error
+from tests.broker.test_broker import ask, assert_guide_error
 from tests.conftest import free_port, start_redis
 
 #: Generous for a loaded CI machine; before, a dead Redis was a 500 and a hung one a 500 after 5 s.
@@ -68,7 +68,7 @@ async def timed_ask(http: httpx.AsyncClient, broker: Broker, session_id: str) ->
 
 
 def assert_cache_unavailable(r: httpx.Response) -> None:
-    body = assert_seed_error(r, 503, "cache_unavailable")
+    body = assert_guide_error(r, 503, "cache_unavailable")
     assert body["retryAfter"] == 2000 and r.headers["retry-after"] == "2"
 
 

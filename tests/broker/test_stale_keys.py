@@ -16,7 +16,7 @@ from rtkit.emulator import Emulator
 from rtkit.keys import BrokerKeys, RefusableKeyProvider
 from rtkit.session import RealtimeSession, ReconnectPolicy
 from tests.broker.conftest import APP_TOKEN, LogCapture, settings
-from tests.broker.test_broker import ask, assert_seed_error
+from tests.broker.test_broker import ask, assert_guide_error
 from tests.conftest import TEST_KEY
 
 RECONNECT = ReconnectPolicy(max_attempts=8, initial_delay=0.05, max_delay=0.3)
@@ -87,13 +87,13 @@ async def test_reporting_a_refused_key_counts_against_the_rate_limit(
         served = (await ask(http, b, {"sessionId": "tab-1"})).json()["ephemeralKey"]
         assert (await ask(http, b, {"sessionId": "tab-1"})).status_code == 200
         limited = await ask(http, b, {"sessionId": "tab-1", "refusedKey": served})
-    assert_seed_error(limited, 429, "rate_limited")
+    assert_guide_error(limited, 429, "rate_limited")
     assert emulator.keys.issued == 1
 
 
 async def test_a_malformed_refused_key_is_a_400_that_does_not_echo_it(broker: Broker, http: httpx.AsyncClient) -> None:
     r = await ask(http, broker, {"sessionId": "tab-1", "refusedKey": "ek_<script>alert(1)</script>"})
-    body = assert_seed_error(r, 400, "invalid_request")
+    body = assert_guide_error(r, 400, "invalid_request")
     assert "refusedKey" in body["message"] and "<script>" not in body["message"]
 
 

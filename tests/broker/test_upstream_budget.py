@@ -13,7 +13,7 @@ import pytest
 from rtkit.broker import Broker
 from rtkit.emulator import Emulator
 from tests.broker.conftest import settings
-from tests.broker.test_broker import ask, assert_seed_error
+from tests.broker.test_broker import ask, assert_guide_error
 from tests.conftest import free_port
 
 BUDGET = 1.5
@@ -52,7 +52,7 @@ async def test_a_slow_upstream_is_a_504_within_the_budget_not_per_attempt(
     emulator.faults.add_latency("client_secrets", BUDGET + 1.0)  # longer than the whole budget
     async with Broker(settings(emulator, upstream_timeout=BUDGET, upstream_attempts=3)) as b:
         r, elapsed = await timed(http, b)
-    body = assert_seed_error(r, 504, "upstream_timeout")
+    body = assert_guide_error(r, 504, "upstream_timeout")
     assert body["retryAfter"] == 1000
     assert BUDGET * 0.9 < elapsed < WITHIN_BUDGET
     assert emulator.keys.issued == 0
@@ -63,7 +63,7 @@ async def test_a_hung_upstream_is_a_504_within_the_budget(
 ) -> None:
     async with Broker(settings(emulator, upstream_url=hung_upstream, upstream_timeout=BUDGET)) as b:
         r, elapsed = await timed(http, b)
-    assert_seed_error(r, 504, "upstream_timeout")
+    assert_guide_error(r, 504, "upstream_timeout")
     assert elapsed < WITHIN_BUDGET
 
 
@@ -71,7 +71,7 @@ async def test_a_killed_upstream_is_a_502_within_the_budget(emulator: Emulator, 
     closed = f"http://127.0.0.1:{free_port()}/v1"
     async with Broker(settings(emulator, upstream_url=closed, upstream_timeout=BUDGET, upstream_attempts=10)) as b:
         r, elapsed = await timed(http, b)
-    body = assert_seed_error(r, 502, "upstream_unavailable")
+    body = assert_guide_error(r, 502, "upstream_unavailable")
     assert body["retryAfter"] == 2000
     assert elapsed < WITHIN_BUDGET
 
@@ -83,7 +83,7 @@ async def test_a_retry_after_longer_than_the_budget_is_passed_on_at_once_uncappe
     emulator.faults.fail_next_mints(5, status=429, retry_after=30)
     async with Broker(settings(emulator, upstream_timeout=10.0, upstream_attempts=3)) as b:
         r, elapsed = await timed(http, b)
-    body = assert_seed_error(r, 503, "upstream_rate_limited")
+    body = assert_guide_error(r, 503, "upstream_rate_limited")
     assert body["retryAfter"] == 30_000 and r.headers["retry-after"] == "30"
     assert elapsed < 1.5
 
