@@ -28,6 +28,7 @@ __all__ = [
     "TokenExpiredError",
     "UpstreamError",
     "WebRTCUnavailableError",
+    "error_for_code",
 ]
 
 
@@ -192,3 +193,54 @@ class RealtimeAPIError(RtkitError):
         self.api_type = api_type
         self.param = param
         self.event_id = event_id
+
+
+#: Codes the broker and the browser page use for failures rtkit already names under its own code.
+_ALIASES: dict[str, type[RtkitError]] = {
+    "upstream_rate_limited": RateLimitedError,
+    "missing_token": AuthenticationError,
+    "invalid_token": AuthenticationError,
+    "origin_not_allowed": AuthenticationError,
+    "upstream_unreachable": UpstreamError,
+}
+_BY_CODE: dict[str, type[RtkitError]] = {
+    cls.code: cls
+    for cls in (
+        ConfigurationError,
+        InvalidRequestError,
+        AuthenticationError,
+        TokenExpiredError,
+        RateLimitedError,
+        UpstreamError,
+        CacheUnavailableError,
+        QuotaExceededError,
+        RequestTimeoutError,
+        AudioUnavailableError,
+        MicrophoneUnavailableError,
+        MicrophoneDeniedError,
+        SpeakerUnavailableError,
+        WebRTCUnavailableError,
+        NetworkLostError,
+    )
+}
+
+
+def error_for_code(
+    code: str | None,
+    message: str,
+    *,
+    status: int | None = None,
+    retry_after: float | None = None,
+    hint: str | None = None,
+) -> RtkitError:
+    """The one mapping from an error ``code`` in the guide's format (the broker's answers, the browser page's
+    reports) to rtkit's tree. A code nobody knows falls back on the status: a server failure (5xx, or none
+    given) is an ``UpstreamError``, anything else the caller's ``InvalidRequestError``."""
+    cls = _BY_CODE.get(code or "") or _ALIASES.get(code or "")
+    if cls is None:
+        cls = UpstreamError if status is None or status >= 500 else InvalidRequestError
+    if issubclass(cls, RateLimitedError):
+        return cls(message, retry_after=retry_after, hint=hint)
+    if issubclass(cls, UpstreamError):
+        return cls(message, status=status, hint=hint)
+    return cls(message, hint=hint)

@@ -16,14 +16,10 @@ import httpx
 
 from rtkit._http import ssl_context
 from rtkit.errors import (
-    AuthenticationError,
-    CacheUnavailableError,
     ConfigurationError,
-    InvalidRequestError,
-    RateLimitedError,
     RequestTimeoutError,
-    RtkitError,
     UpstreamError,
+    error_for_code,
 )
 from rtkit.tokens import EphemeralKey, TokenIssuer
 
@@ -68,17 +64,6 @@ class IssuerKeys:
 
     async def __call__(self) -> EphemeralKey:
         return await self.issuer.issue(self.session, expires_in=self.expires_in)
-
-
-_BROKER_ERRORS: dict[str, type[RtkitError]] = {
-    "rate_limited": RateLimitedError,
-    "upstream_rate_limited": RateLimitedError,
-    "upstream_timeout": RequestTimeoutError,
-    "missing_token": AuthenticationError,
-    "invalid_token": AuthenticationError,
-    "origin_not_allowed": AuthenticationError,
-    "cache_unavailable": CacheUnavailableError,
-}
 
 
 class BrokerKeys:
@@ -139,14 +124,9 @@ class BrokerKeys:
         code = answer.get("code", "") if isinstance(answer, dict) else ""
         retry_ms = answer.get("retryAfter") if isinstance(answer, dict) else None
         text = f"The broker refused the key request: {message or r.reason_phrase} ({r.status_code}, {code})."
-        cls = _BROKER_ERRORS.get(code)
-        if cls is RateLimitedError:
-            raise RateLimitedError(text, retry_after=retry_ms / 1000 if retry_ms else None)
-        if cls is not None:
-            raise cls(text)
-        if r.status_code >= 500:
-            raise UpstreamError(text, status=r.status_code)
-        raise InvalidRequestError(text)
+        raise error_for_code(
+            code, text, status=r.status_code, retry_after=retry_ms / 1000 if isinstance(retry_ms, int | float) else None
+        )
 
     def __repr__(self) -> str:
         return f"BrokerKeys({self.url!r})"

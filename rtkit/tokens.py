@@ -9,6 +9,7 @@ deadline; a 4xx is a mistake in the request and is raised at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,7 +41,14 @@ from rtkit.errors import (
     UpstreamError,
 )
 
-__all__ = ["OPENAI_BASE_URL", "EphemeralKey", "TokenIssuer", "error_from_response"]
+__all__ = [
+    "OPENAI_BASE_URL",
+    "EphemeralKey",
+    "TokenIssuer",
+    "api_error_detail",
+    "error_from_response",
+    "error_from_status",
+]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -91,8 +99,8 @@ class EphemeralKey:
         )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds (the HTTP-date form is not used by the API)."""
     if value is None:
         return None
     try:
@@ -101,15 +109,22 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def error_from_response(response: httpx.Response) -> RtkitError:
-    """Map an upstream error response (OpenAI's ``{"error": {...}}`` shape) onto rtkit's exception tree."""
+def api_error_detail(body: bytes | str) -> dict[str, Any]:
+    """The ``error`` object of OpenAI's ``{"error": {message, type, param, code}}``, or ``{}``."""
     try:
-        detail = response.json().get("error") or {}
+        parsed = json.loads(body or b"{}")
     except ValueError:
-        detail = {}
-    message = detail.get("message") if isinstance(detail, dict) else None
-    code = detail.get("code") if isinstance(detail, dict) else None
-    status = response.status_code
+        return {}
+    detail = parsed.get("error") if isinstance(parsed, dict) else None
+    return detail if isinstance(detail, dict) else {}
+
+
+def error_from_status(status: int, body: bytes | str, retry_after: str | None = None) -> RtkitError:
+    """The one mapping from a refused HTTP exchange with the API onto rtkit's exception tree: a mint, the
+    ``/calls`` POST, a WebSocket upgrade, or the browser's own ``/calls`` POST reported to the kernel."""
+    detail = api_error_detail(body)
+    message = detail.get("message")
+    code = detail.get("code")
     if status == 401:
         return AuthenticationError(
             "The upstream refused the main API key.", hint="check OPENAI_API_KEY (or the emulator's --api-key)"
@@ -121,19 +136,23 @@ def error_from_response(response: httpx.Response) -> RtkitError:
     if status == 429:
         return RateLimitedError(
             message or "The upstream is rate limiting requests.",
-            retry_after=_retry_after(response),
+            retry_after=_seconds(retry_after),
             hint="wait and try again",
         )
     if 400 <= status < 500:
         return InvalidRequestError(
             message or f"The upstream rejected the request ({status}).",
-            hint=f"param: {detail.get('param')}" if isinstance(detail, dict) and detail.get("param") else None,
+            hint=f"param: {detail.get('param')}" if detail.get("param") else None,
         )
     return UpstreamError(
         message or f"The upstream failed with HTTP {status}.",
         status=status,
         hint="the Realtime API may be down; try again shortly",
     )
+
+
+def error_from_response(response: httpx.Response) -> RtkitError:
+    return error_from_status(response.status_code, response.content, response.headers.get("retry-after"))
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import httpx
-
 from rtkit.audio.base import AudioSource
 from rtkit.audio.pcm import PCM
 from rtkit.errors import AuthenticationError, RtkitError, TokenExpiredError
-from rtkit.tokens import error_from_response
+from rtkit.tokens import api_error_detail, error_from_status
 
 EventHandler = Callable[[dict[str, Any]], None]
 #: Audio from the model: mono PCM16 and its sample rate.
@@ -78,13 +75,13 @@ class Transport(ABC):
         """Hang up; no ``on_closed`` call follows a close we asked for."""
 
 
-def refusal(response: httpx.Response, what: str) -> RtkitError:
+def refusal(status: int, body: bytes | str, retry_after: str | None, what: str) -> RtkitError:
     """The error for a refused connection attempt, read from the body *before* anything tries to parse it
     as SDP (the classic bug: "Failed to parse SessionDescription" instead of the 429 it really was)."""
-    err = error_from_response(response)
-    detail = _detail(response)
+    err = error_from_status(status, body, retry_after)
+    detail = api_error_detail(body)
     if isinstance(err, AuthenticationError):
-        if "expired" in detail.get("message", "").lower():
+        if "expired" in str(detail.get("message", "")).lower():
             return TokenExpiredError(
                 f"The key was refused when opening the {what}: it has expired.", hint="mint a fresh key"
             )
@@ -93,12 +90,3 @@ def refusal(response: httpx.Response, what: str) -> RtkitError:
             hint="mint a fresh ephemeral key",
         )
     return err
-
-
-def _detail(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = json.loads(response.content or b"{}")
-    except ValueError:
-        return {}
-    error = body.get("error") if isinstance(body, dict) else None
-    return error if isinstance(error, dict) else {}

@@ -185,7 +185,7 @@ class WebRTCTransport(Transport):
             ) from None
         self.timings.mark("answer")
         if response.status_code not in (200, 201):
-            raise refusal(response, "WebRTC call")
+            raise refusal(response.status_code, response.content, response.headers.get("retry-after"), "WebRTC call")
         self.call_id = response.headers.get("location", "").rsplit("/", 1)[-1] or None
         await pc.setRemoteDescription(RTCSessionDescription(sdp=response.text, type="answer"))
         await connected

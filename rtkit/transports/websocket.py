@@ -12,7 +12,6 @@ import json
 import logging
 from typing import Any
 
-import httpx
 import numpy as np
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -55,13 +54,10 @@ class WebSocketTransport(Transport):
                 max_size=16 * 2**20,
             )
         except InvalidStatus as exc:
-            retry_after = exc.response.headers.get("Retry-After")
-            response = httpx.Response(
-                exc.response.status_code,
-                content=bytes(exc.response.body or b""),
-                headers={"Retry-After": retry_after} if retry_after else {},
-            )
-            raise refusal(response, "WebSocket") from None
+            denial = exc.response
+            raise refusal(
+                denial.status_code, bytes(denial.body or b""), denial.headers.get("Retry-After"), "WebSocket"
+            ) from None
         except TimeoutError:
             raise RequestTimeoutError(f"The WebSocket to {self.url} did not open in time.") from None
         except OSError as exc:

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anywidget
-import httpx
 import traitlets
 from pydantic import BaseModel
 
@@ -38,13 +37,10 @@ from rtkit.call import CallCore, LiveCall, ReconnectPolicy, StateChange, Transpo
 from rtkit.errors import (
     AuthenticationError,
     ConfigurationError,
-    InvalidRequestError,
-    MicrophoneDeniedError,
     MicrophoneUnavailableError,
     NetworkLostError,
     RtkitError,
-    UpstreamError,
-    WebRTCUnavailableError,
+    error_for_code,
 )
 from rtkit.events import Broadcast
 from rtkit.keys import KeyProvider, as_provider
@@ -93,17 +89,6 @@ class CallStats:
         known = cls.__dataclass_fields__.keys() - {"t"}
         return cls(**{name: value for name, value in raw.items() if name in known})
 
-
-#: Failures the browser names by code; HTTP refusals of ``/calls`` arrive as status + body instead and go
-#: through the same mapping as the kernel's own transports (``rtkit.transports.base.refusal``).
-_BROWSER_ERRORS: dict[str, type[RtkitError]] = {
-    "microphone_denied": MicrophoneDeniedError,
-    "microphone_unavailable": MicrophoneUnavailableError,
-    "webrtc_unavailable": WebRTCUnavailableError,
-    "upstream_unreachable": UpstreamError,
-    "network_lost": NetworkLostError,
-    "invalid_request": InvalidRequestError,
-}
 
 #: The browser measures levels over 2048-sample windows at 48 kHz; the metrics count reply length in samples.
 _BROWSER_RATE = 48_000
@@ -446,13 +431,10 @@ class BrowserCall(CallCore, anywidget.AnyWidget):
         hint = report.get("hint")
         if report.get("status"):
             # The API refused POST /calls: map its status and JSON body exactly as the kernel's transports do.
-            headers = {"Retry-After": str(report["retryAfter"])} if report.get("retryAfter") is not None else {}
-            response = httpx.Response(int(report["status"]), headers=headers, text=str(report.get("body") or ""))
-            return refusal(response, "call from the browser")
-        cls = _BROWSER_ERRORS.get(str(report.get("code")), UpstreamError)
-        if cls is UpstreamError:
-            return UpstreamError(message, hint=hint)
-        return cls(message, hint=hint)
+            retry_after = None if report.get("retryAfter") is None else str(report["retryAfter"])
+            return refusal(int(report["status"]), str(report.get("body") or ""), retry_after, "call from the browser")
+        # The page names its failures with rtkit's own codes (microphone_denied, webrtc_unavailable, …).
+        return error_for_code(str(report.get("code") or ""), message, hint=None if hint is None else str(hint))
 
     def _on_button(self, action: str) -> None:
         if action == "connect":
