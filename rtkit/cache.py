@@ -3,7 +3,8 @@
 A key is served from the cache only while it has more than ``margin`` seconds of life left: a
 client must have time to open its call before the key dies. Concurrent requests for the same
 missing key make exactly one upstream call (single flight); the Redis backend extends both the
-cache and that guarantee across broker processes.
+cache and that guarantee across broker processes. Where the API spends a key on the session it
+opens, ``KeyPool`` hands each key out once instead, from a few minted ahead.
 
 What Redis holds is useless to whoever reads it: entries are named by an HMAC of caller and session,
 and their records are sealed with AES-GCM, both under a secret that only processes holding the main
@@ -21,6 +22,7 @@ import logging
 import os
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,13 +34,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-from rtkit.errors import CacheUnavailableError, ConfigurationError
+from rtkit.errors import CacheUnavailableError, ConfigurationError, RtkitError
 from rtkit.tokens import EphemeralKey
 
 __all__ = [
     "CacheBackend",
     "CachedKey",
+    "KeyCache",
+    "KeyPool",
     "MemoryBackend",
+    "PoolBackend",
     "RedisBackend",
     "TokenCache",
     "cache_key",
@@ -76,6 +81,24 @@ class CacheBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
+class PoolBackend(CacheBackend, Protocol):
+    """A backend that also keeps pools of keys, each handed out once (``KeyPool``)."""
+
+    async def push(self, key: str, value: EphemeralKey, ttl: float) -> None:
+        """Append ``value`` to the pool ``key``; it may be served for ``ttl`` seconds."""
+        ...
+
+    async def pop(self, key: str) -> EphemeralKey | None:
+        """Take the pool's oldest servable key, atomically: no two callers, in any process, get the same one."""
+        ...
+
+    async def pooled(self, key: str) -> int: ...
+
+    async def drain(self, key: str) -> int:
+        """Empty the pool ``key``; how many keys it held."""
+        ...
+
+
 class MemoryBackend:
     """In-process cache: a ``cachetools.TLRUCache`` whose entries die at their own deadline."""
 
@@ -84,10 +107,35 @@ class MemoryBackend:
             maxsize, ttu=lambda _k, v, _now: v[1], timer=time.time
         )
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # A pool lives as long as its newest key (pushed last), whose deadline is the deque's last.
+        self._pools: TLRUCache[str, deque[tuple[EphemeralKey, float]]] = TLRUCache(
+            maxsize, ttu=lambda _k, v, _now: v[-1][1], timer=time.time
+        )
 
     async def get(self, key: str) -> EphemeralKey | None:
         entry = self._cache.get(key)
         return entry[0] if entry else None
+
+    async def push(self, key: str, value: EphemeralKey, ttl: float) -> None:
+        pool = self._pools.get(key) or deque()
+        pool.append((value, time.time() + ttl))
+        self._pools[key] = pool  # set again, so that the entry now lives as long as this key
+
+    async def pop(self, key: str) -> EphemeralKey | None:
+        # No ``await`` between looking and taking: in one event loop that is atomic, with no lock to wait for.
+        pool, now = self._pools.get(key), time.time()
+        while pool:
+            value, deadline = pool.popleft()
+            if deadline > now:
+                return value
+        return None
+
+    async def pooled(self, key: str) -> int:
+        now = time.time()
+        return sum(1 for _, deadline in self._pools.get(key) or () if deadline > now)
+
+    async def drain(self, key: str) -> int:
+        return len(self._pools.pop(key, ()))
 
     async def set(self, key: str, value: EphemeralKey, ttl: float) -> None:
         self._cache[key] = (value, time.time() + ttl)
@@ -112,6 +160,7 @@ class MemoryBackend:
 
     async def aclose(self) -> None:
         self._cache.clear()
+        self._pools.clear()
 
 
 def redis_options(timeout: float) -> dict[str, Any]:
@@ -191,8 +240,7 @@ class RedisBackend:
         name, raw = await self._read(key)
         return None if raw is None else self._open(name, raw)
 
-    async def set(self, key: str, value: EphemeralKey, ttl: float) -> None:
-        name = self._name(key)
+    def _sealed(self, name: str, value: EphemeralKey) -> bytes:
         data = {
             "value": value.value,
             "expires_at": value.expires_at.timestamp(),
@@ -201,9 +249,44 @@ class RedisBackend:
             "session": value.session,
         }
         nonce = os.urandom(12)
-        sealed = nonce + self._seal.encrypt(nonce, json.dumps(data).encode(), name.encode())
+        return nonce + self._seal.encrypt(nonce, json.dumps(data).encode(), name.encode())
+
+    async def set(self, key: str, value: EphemeralKey, ttl: float) -> None:
+        name = self._name(key)
         with self._answering():
-            await self._redis.set(name, sealed, px=max(1, int(ttl * 1000)))
+            await self._redis.set(name, self._sealed(name, value), px=max(1, int(ttl * 1000)))
+
+    async def push(self, key: str, value: EphemeralKey, ttl: float) -> None:
+        # A list of sealed records; the list dies with its newest record, each record is checked when popped.
+        name = self._name(key)
+        with self._answering():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(name, self._sealed(name, value))
+                pipe.pexpire(name, max(1, int(ttl * 1000)))
+                await pipe.execute()
+
+    async def pop(self, key: str) -> EphemeralKey | None:
+        name = self._name(key)
+        while True:
+            with self._answering():
+                raw = await self._redis.lpop(name)
+            if not isinstance(raw, bytes):
+                return None
+            if (opened := self._open(name, raw)) is not None:
+                return opened
+
+    async def pooled(self, key: str) -> int:
+        with self._answering():
+            return int(await self._redis.llen(self._name(key)))
+
+    async def drain(self, key: str) -> int:
+        name = self._name(key)
+        with self._answering():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.llen(name)
+                pipe.delete(name)
+                held, _ = await pipe.execute()
+        return int(held)
 
     async def forget(self, key: str, value: str) -> bool:
         name, raw = await self._read(key)
@@ -293,4 +376,110 @@ class TokenCache:
         return await self.backend.forget(cache_key(identity, session), value)
 
     async def aclose(self) -> None:
+        await self.backend.aclose()
+
+
+class KeyCache(Protocol):
+    """What the broker asks of a key policy: ``TokenCache`` (``reuse``) and ``KeyPool`` (``single-use``)."""
+
+    @property
+    def backend(self) -> CacheBackend: ...
+
+    async def get(self, identity: str, session: dict[str, Any]) -> CachedKey: ...
+
+    async def forget(self, identity: str, session: dict[str, Any], value: str) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+class KeyPool:
+    """Hands each key out exactly once, for an API that spends a key on the session it opens, while a request
+    still costs no upstream call: up to ``size`` keys per identity and session config are minted ahead.
+
+    Taking a key is one atomic pop (a deque's ``popleft`` in this loop; ``LPOP`` in Redis) and waits for no
+    lock, since a refill holds the entry's lock for as long as its mints take. After each take a background
+    task tops the pool up, under that lock, so that several broker processes sharing Redis never overfill it.
+    Keys that come within ``margin`` of expiry are dropped when they reach the front, never served.
+    """
+
+    def __init__(
+        self,
+        mint: Callable[[dict[str, Any]], Awaitable[EphemeralKey]],
+        *,
+        backend: PoolBackend | None = None,
+        margin: float = 30.0,
+        size: int = 2,
+    ) -> None:
+        self._mint = mint
+        self.backend: PoolBackend = backend or MemoryBackend()
+        self.margin = margin
+        self.size = size
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Entries with a refill running here → whether a key was taken since its last count.
+        self._again: dict[str, bool] = {}
+
+    @staticmethod
+    def _entry(identity: str, session: dict[str, Any]) -> str:
+        # Its own namespace: a pool is never read as a cached key, even with both policies on one Redis.
+        return "pool:" + cache_key(identity, session)
+
+    def _fresh(self, key: EphemeralKey) -> bool:
+        return key.expires_in() > self.margin
+
+    async def get(self, identity: str, session: dict[str, Any]) -> CachedKey:
+        entry = self._entry(identity, session)
+        while (pooled := await self.backend.pop(entry)) is not None:
+            if self._fresh(pooled):
+                self._refill_soon(entry, session)
+                return CachedKey(pooled, hit=True)
+        minted = await self._mint(session)
+        if self._fresh(minted):  # else no key of this lifetime could wait in the pool: minting ahead would waste
+            self._refill_soon(entry, session)
+        return CachedKey(minted, hit=False)
+
+    async def forget(self, identity: str, session: dict[str, Any], value: str) -> bool:
+        """A refused key was never going to be served again; but the API refusing one of ours says it may have
+        forgotten the others too (it restarted), so the pool is emptied and the next ``get`` mints. True when
+        keys were dropped."""
+        return await self.backend.drain(self._entry(identity, session)) > 0
+
+    def _refill_soon(self, entry: str, session: dict[str, Any]) -> None:
+        if entry in self._again:
+            self._again[entry] = True  # the running refill counts again before it ends
+            return
+        self._again[entry] = False
+        task = asyncio.create_task(self._refill(entry, session))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refill(self, entry: str, session: dict[str, Any]) -> None:
+        try:
+            while True:
+                self._again[entry] = False
+                async with self.backend.lock(entry):
+                    while await self.backend.pooled(entry) < self.size:
+                        minted = await self._mint(session)
+                        ttl = minted.expires_in() - self.margin
+                        if ttl <= 0:
+                            return
+                        await self.backend.push(entry, minted, ttl)
+                if not self._again[entry]:
+                    return
+        except RtkitError as exc:
+            # Nobody awaits this task: say why here. The next take tries again; a miss meanwhile mints.
+            log.warning("could not refill a key pool: %s", exc)
+        except Exception:
+            log.exception("refilling a key pool failed")
+        finally:
+            del self._again[entry]
+
+    async def settled(self) -> None:
+        """Wait for the refills under way in this process (tests and benchmarks count mints after it)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.backend.aclose()

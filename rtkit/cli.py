@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--latency", type=_latency, action="append", default=[], metavar="ENDPOINT=SECONDS")
     faults.add_argument("--drop-calls-after", type=float, default=None, metavar="SECONDS")
     faults.add_argument("--block-media", action="store_true", help="answer calls but let no media through")
+    faults.add_argument(
+        "--single-use-keys", action="store_true", help="an ephemeral key opens one session; its second use is a 401"
+    )
     emu.add_argument("--log-level", default="info")
 
     broker = sub.add_parser("broker", help="serve the token broker (POST /api/client-secret)")
@@ -115,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     broker.add_argument("--rate-limit-caller", default=None, metavar="LIMIT")
     broker.add_argument("--key-ttl", type=int, default=None, metavar="SECONDS")
     broker.add_argument("--cache-margin", type=float, default=None, metavar="SECONDS")
+    broker.add_argument(
+        "--key-policy",
+        choices=["reuse", "single-use"],
+        default=None,
+        help="reuse: serve a caller the same cached key until it nears expiry (default); "
+        "single-use: hand each key out once, from a small pool minted ahead",
+    )
 
     sub.add_parser("hash-token", help="read an app token on stdin, print the SHA-256 the broker stores")
 
@@ -161,6 +171,8 @@ async def _serve(args: argparse.Namespace) -> None:
         "max_session_seconds": args.max_session_seconds,
         "workers": args.workers,
     }
+    if args.single_use_keys:  # unset leaves $RTKIT_EMULATOR_SINGLE_USE_KEYS its say
+        settings["single_use_keys"] = True
     if args.api_key:
         settings["api_key"] = args.api_key
     elif args.api_key_file:
@@ -217,6 +229,7 @@ async def _broker(args: argparse.Namespace) -> None:
         "rate_limit_per_caller": args.rate_limit_caller,
         "key_ttl_seconds": args.key_ttl,
         "cache_margin_seconds": args.cache_margin,
+        "key_policy": args.key_policy,
     }
     settings.update({k: v for k, v in options.items() if v is not None})
     if args.allow_origin:

@@ -35,6 +35,7 @@ def emulator_process() -> Iterator[tuple[subprocess.Popen[str], str, int]]:
             "503",
             "--key-ttl",
             "42",
+            "--single-use-keys",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -69,7 +70,7 @@ def test_emulator_command_serves_with_key_from_env_and_faults_from_flags(
     faults = httpx.get(f"http://127.0.0.1:{port}/_rtkit/faults", headers={"X-Rtkit-Admin-Token": token.group(1)})
     assert first.status_code == 503
     assert second.status_code == 200
-    assert faults.json()["key_ttl_override"] == 42
+    assert faults.json()["key_ttl_override"] == 42 and faults.json()["single_use_keys"] is True
 
 
 def test_busy_port_is_a_plain_error_not_a_traceback() -> None:
@@ -102,6 +103,7 @@ def test_bad_latency_flag_is_a_usage_error() -> None:
         (["--rate-limit-ip", "lots"], {"OPENAI_API_KEY": "sk-secret-value-1"}, "rate_limit_per_ip"),
         (["--app-token", "web=not-a-digest"], {"OPENAI_API_KEY": "sk-secret-value-1"}, "SHA-256"),
         ([], {}, "no main API key"),
+        (["--key-policy", "once"], {"OPENAI_API_KEY": "sk-secret-value-1"}, "'reuse', 'single-use'"),
     ],
 )
 def test_broker_misconfiguration_is_a_plain_error(args: list[str], env: dict[str, str], message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Literal
 
 from limits import parse
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -43,6 +44,13 @@ class BrokerSettings(BaseSettings):
     #: 503 ``cache_unavailable`` after about twice this (one immediate retry), never a traceback.
     redis_timeout: float = Field(0.5, gt=0, le=30)
     cache_margin_seconds: float = Field(30.0, ge=0)
+    #: ``reuse``: a caller asking again for the same ``sessionId`` and session config gets the cached key
+    #: until ``cache_margin_seconds`` before it expires. ``single-use``: no key is ever handed out twice, for
+    #: an API that spends a key on the session it opens; a pool minted ahead keeps requests fast.
+    key_policy: Literal["reuse", "single-use"] = "reuse"
+    #: With ``single-use``: keys minted ahead per caller and session config. Each may expire unused, so
+    #: this is also how many mints per key lifetime a caller who stopped asking may waste.
+    key_pool_size: int = Field(2, ge=1, le=20)
     key_ttl_seconds: int = Field(600, ge=10, le=7200)
     model: str = "gpt-realtime"
     instructions: str = "You are a friendly assistant in a voice demo. Keep answers short."

@@ -115,6 +115,10 @@ async def client_secret(request: Request) -> Response:
         record.sessionId = body.sessionId
         session = session_for(body, broker.settings)
         identity = f"{caller}:{body.sessionId}"
+        if broker.settings.key_policy == "single-use":
+            # A single-use key belongs to no client session until it is handed out: one pool per caller and
+            # config, or a page asking under a new sessionId for each call (the demo page) would never hit.
+            identity = caller
         try:
             if body.refusedKey is not None:
                 # Only the caller's own cached key can go: the identity is theirs, the value must match.

@@ -24,7 +24,7 @@ from rtkit.broker.config import BrokerSettings
 from rtkit.broker.errors import BrokerError
 from rtkit.broker.metrics import BrokerMetrics
 from rtkit.broker.ratelimit import RateLimits
-from rtkit.cache import MemoryBackend, RedisBackend, TokenCache
+from rtkit.cache import KeyCache, KeyPool, MemoryBackend, RedisBackend, TokenCache
 from rtkit.errors import ConfigurationError
 from rtkit.tokens import EphemeralKey, TokenIssuer
 
@@ -35,7 +35,7 @@ log = logging.getLogger("rtkit.broker")
 class BrokerState:
     settings: BrokerSettings
     issuer: TokenIssuer
-    cache: TokenCache
+    cache: KeyCache
     auth: Authenticator
     limits: RateLimits
     metrics: BrokerMetrics
@@ -76,10 +76,15 @@ def build_state(settings: BrokerSettings, issuer: TokenIssuer | None = None) -> 
             timeout=settings.redis_timeout,
         )
         limits_secret = issuer.derive_secret("rtkit broker rate limits")
+    cache: KeyCache
+    if settings.key_policy == "single-use":
+        cache = KeyPool(mint, backend=backend, margin=settings.cache_margin_seconds, size=settings.key_pool_size)
+    else:
+        cache = TokenCache(mint, backend=backend, margin=settings.cache_margin_seconds)
     return BrokerState(
         settings=settings,
         issuer=issuer,
-        cache=TokenCache(mint, backend=backend, margin=settings.cache_margin_seconds),
+        cache=cache,
         auth=Authenticator(settings),
         limits=RateLimits(settings, secret=limits_secret),
         metrics=metrics,

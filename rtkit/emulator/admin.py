@@ -1,4 +1,4 @@
-"""Operator-only routes under ``/_rtkit``: inject faults, list and drop calls, expire keys.
+"""Operator-only routes under ``/_rtkit``: inject faults, list and drop calls, list and expire keys.
 
 They need the emulator's admin token (``X-Rtkit-Admin-Token``), which only the operator has:
 in a classroom the emulator may serve the LAN, and participants must not break each other's calls.
@@ -104,6 +104,11 @@ class _Expire(BaseModel):
 async def expire_keys(request: Request, emu: Emulator) -> Response:
     body = await _parse(request, _Expire)
     return JSONResponse({"expired": emu.keys.expire(body.value)})
+
+
+@_guarded
+async def list_keys(request: Request, emu: Emulator) -> Response:
+    return JSONResponse({"keys": emu.keys.listing()})
 
 
 async def health(request: Request) -> Response:

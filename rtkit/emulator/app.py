@@ -40,6 +40,7 @@ def build_app(emulator: Emulator) -> Starlette:
             Route("/_rtkit/faults", admin.faults, methods=["GET", "POST"]),
             Route("/_rtkit/calls", admin.list_calls),
             Route("/_rtkit/calls/{call_id}/drop", admin.drop_call, methods=["POST"]),
+            Route("/_rtkit/keys", admin.list_keys),
             Route("/_rtkit/keys/expire", admin.expire_keys, methods=["POST"]),
         ],
         exception_handlers={HTTPException: _http_error},

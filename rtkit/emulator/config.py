@@ -42,3 +42,5 @@ class EmulatorConfig(BaseSettings):
     #: it is taken for gone and the call closed. A live peer, even muted, sends RTCP every second or two;
     #: without this bound ICE consent freshness takes about 30 s to notice.
     call_peer_timeout: float = Field(10.0, gt=0)
+    #: Start with the ``single_use_keys`` fault on: an ephemeral key opens one session, its second use is a 401.
+    single_use_keys: bool = False

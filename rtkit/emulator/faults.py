@@ -37,6 +37,9 @@ class Faults:
     #: Answer calls, then let no media through, like a firewall that drops UDP: the client's ICE never
     #: completes, which is how "WebRTC unavailable" looks from the client.
     block_media: bool = False
+    #: An ephemeral key opens one session (a call or a WebSocket); its second use is a 401, as a service that
+    #: spends client secrets on use would answer. Sideband joins and hangups are not new sessions.
+    single_use_keys: bool = False
 
     def fail_next_mints(
         self, count: int = 1, *, status: int = 429, retry_after: float = 1.0, quota: bool = False
@@ -58,7 +61,7 @@ class Faults:
     def clear(self) -> None:
         self.mint_failures = self.call_failures = None
         self.key_ttl_override = self.drop_calls_after = None
-        self.block_media = False
+        self.block_media = self.single_use_keys = False
         self.latency.clear()
 
     def take_mint_failure(self) -> ApiError | None:
@@ -107,6 +110,7 @@ class FaultRequest(BaseModel):
     latency: dict[Endpoint, Annotated[float, Field(ge=0, le=3600)]] | None = None
     drop_calls_after: float | None = Field(None, ge=0, le=86_400)
     block_media: bool | None = None
+    single_use_keys: bool | None = Field(None, strict=True)
     clear: bool = False
 
     def apply(self, faults: Faults) -> None:
@@ -135,3 +139,5 @@ class FaultRequest(BaseModel):
             faults.drop_calls_after = self.drop_calls_after
         if self.block_media is not None:
             faults.block_media = self.block_media
+        if self.single_use_keys is not None:
+            faults.single_use_keys = self.single_use_keys

@@ -189,7 +189,9 @@ def _session_for(emu: Emulator, caller: Caller, override: dict[str, Any] | None)
 async def create_call(request: Request) -> Response:
     emu = _emulator(request)
     await emu.delay("calls")
-    caller = emu.keys.authenticate(bearer(request.headers.get("authorization")))
+    caller = emu.keys.authenticate(
+        bearer(request.headers.get("authorization")), opens_session=True, single_use=emu.faults.single_use_keys
+    )
     if failure := emu.faults.take_call_failure():
         raise failure
     sdp, override = await _read_offer(request)
@@ -267,10 +269,11 @@ async def realtime_websocket(ws: WebSocket) -> None:
         return
     try:
         await emu.delay("websocket")
-        caller = emu.keys.authenticate(key)
+        call_id = ws.query_params.get("call_id")
+        # Joining a call's sideband opens no session of its own: the key already spent its use on the call.
+        caller = emu.keys.authenticate(key, opens_session=not call_id, single_use=emu.faults.single_use_keys)
         if failure := emu.faults.take_call_failure():
             raise failure
-        call_id = ws.query_params.get("call_id")
         # Another session's call is answered exactly like an unknown one.
         visible = call_id if call_id and emu.may_act_on(call_id, caller) else None
         if visible and emu.pool is not None and emu.pool.owns(visible):

@@ -48,7 +48,7 @@ class Emulator:
     ) -> None:
         self.config = config or EmulatorConfig(**settings)
         self.responder: Responder = responder or RESPONDERS[self.config.responder]()
-        self.faults = Faults()
+        self.faults = Faults(single_use_keys=self.config.single_use_keys)
         self.keys = KeyStore(self.config.api_key.get_secret_value())
         admin = self.config.admin_token
         self.admin_token = admin.get_secret_value() if admin else secrets.token_urlsafe(24)
