@@ -13,7 +13,17 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from benchmarks import audio, broker, capacity, connect, hostile, mint, roundtrip, session_vs_browser
+from benchmarks import (
+    audio,
+    broker,
+    capacity,
+    connect,
+    drop_detection,
+    hostile,
+    mint,
+    roundtrip,
+    session_vs_browser,
+)
 from benchmarks._common import Options, Report, Row, command, markdown_table
 
 BENCHMARKS: dict[str, Callable[[Options], Coroutine[Any, Any, Report]]] = {
@@ -25,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[Options], Coroutine[Any, Any, Report]]] = {
     broker.NAME: broker.run,
     session_vs_browser.NAME: session_vs_browser.run,
     hostile.NAME: hostile.run,
+    drop_detection.NAME: drop_detection.run,
 }
 
 

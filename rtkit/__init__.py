@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "ConfigurationError": "rtkit.errors",
     "ConnectRecord": "rtkit.metrics",
     "ConnectionState": "rtkit.call",
+    "Conversation": "rtkit.conversation",
     "Emulator": "rtkit.emulator",
     "EmulatorConfig": "rtkit.emulator",
     "EphemeralKey": "rtkit.tokens",
@@ -48,6 +49,8 @@ _EXPORTS: dict[str, str] = {
     "RecorderSink": "rtkit.audio.sinks",
     "RefusableKeyProvider": "rtkit.keys",
     "RequestTimeoutError": "rtkit.errors",
+    "ResumePolicy": "rtkit.resume",
+    "ResumeRecord": "rtkit.metrics",
     "RtkitError": "rtkit.errors",
     "SessionMetrics": "rtkit.metrics",
     "SilenceSource": "rtkit.audio.sources",
@@ -81,6 +84,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from rtkit.broker import Broker, BrokerSettings
     from rtkit.cache import TokenCache
     from rtkit.call import ConnectionState, LiveCall, ReconnectPolicy, StateChange, TransportChoice
+    from rtkit.conversation import Conversation
     from rtkit.emulator import Emulator, EmulatorConfig
     from rtkit.errors import (
         AudioUnavailableError,
@@ -103,7 +107,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from rtkit.events import Broadcast
     from rtkit.keys import BrokerKeys, IssuerKeys, KeyProvider, RefusableKeyProvider, StaticKey
-    from rtkit.metrics import ConnectRecord, SessionMetrics, TurnRecord
+    from rtkit.metrics import ConnectRecord, ResumeRecord, SessionMetrics, TurnRecord
+    from rtkit.resume import ResumePolicy
     from rtkit.schema import RealtimeSessionConfig
     from rtkit.session import RealtimeSession
     from rtkit.tokens import EphemeralKey, TokenIssuer
@@ -135,6 +140,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectRecord",
     "ConnectionState",
+    "Conversation",
     "Emulator",
     "EmulatorConfig",
     "EphemeralKey",
@@ -159,6 +165,8 @@ __all__ = [
     "RecorderSink",
     "RefusableKeyProvider",
     "RequestTimeoutError",
+    "ResumePolicy",
+    "ResumeRecord",
     "RtkitError",
     "SessionMetrics",
     "SilenceSource",

@@ -16,10 +16,12 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
+from rtkit._ids import fingerprint
 from rtkit.audio.meter import Level, LevelMeter
+from rtkit.conversation import Conversation
 from rtkit.errors import (
     AudioUnavailableError,
     AuthenticationError,
@@ -34,7 +36,8 @@ from rtkit.errors import (
 )
 from rtkit.events import Broadcast, EventWaiters, next_value
 from rtkit.keys import KeyProvider, RefusableKeyProvider
-from rtkit.metrics import ConnectRecord, SessionMetrics
+from rtkit.metrics import BargeIn, ConnectRecord, SessionMetrics
+from rtkit.resume import ResumePolicy, Resumer
 from rtkit.tokens import EphemeralKey
 
 __all__ = ["CallCore", "ConnectionState", "LiveCall", "ReconnectPolicy", "StateChange", "TransportChoice"]
@@ -85,6 +88,7 @@ class LiveCall(Protocol):
     input_meter: LevelMeter
     output_meter: LevelMeter
     metrics: SessionMetrics
+    conversation: Conversation
     key: EphemeralKey | None
     base_url: str
     transport_choice: TransportChoice
@@ -139,6 +143,7 @@ class CallCore:
         transport: TransportChoice,
         reconnect: ReconnectPolicy | None,
         connect_timeout: float,
+        resume: ResumePolicy | None = None,
     ) -> None:
         if transport not in ("webrtc", "websocket", "auto"):
             raise ConfigurationError(f"Unknown transport {transport!r}.", hint="use 'webrtc', 'websocket' or 'auto'")
@@ -153,6 +158,10 @@ class CallCore:
         self.input_meter = LevelMeter("input")
         self.output_meter = LevelMeter("output")
         self.metrics = SessionMetrics()
+        #: One logical conversation across the physical sessions (``rtkit.resume`` carries it from one to the next).
+        self.conversation = Conversation()
+        self.resume_policy = resume if resume is not None else ResumePolicy()
+        self._resumer = Resumer(self, self.resume_policy, self.conversation)
         #: The last key used (its ``repr`` shows only a fingerprint); ``None`` for a plain string key.
         self.key: EphemeralKey | None = None
         self._state: ConnectionState = "disconnected"
@@ -232,6 +241,9 @@ class CallCore:
         same key again is a real failure, raised as the refusal it was."""
         if isinstance(self._keys, RefusableKeyProvider):
             self._keys.refused(refused)
+        # Recovered or not, a refused key is worth seeing: in the attempt's record and on the event stream.
+        record.refused_key = fingerprint(refused)
+        self._notice("rtkit.key_refused", key=record.refused_key, reason=error.message, attempt=record.attempt)
         fresh = await self._mint(record)
         if fresh == refused:
             kind = TokenExpiredError if isinstance(error, TokenExpiredError) else AuthenticationError
@@ -287,6 +299,10 @@ class CallCore:
         if not done:
             raise NetworkLostError("The Realtime API did not confirm the session config in time.")
 
+    async def _restore_conversation(self, attempt: int) -> None:
+        """Re-create the earlier turns in the session just opened, before it counts as connected."""
+        await self._resumer.restore(attempt)
+
     # -- losing the connection, and getting it back -------------------------------------------
     def _lost(self, error: RtkitError | None, reason: str) -> None:
         """A live connection dropped: say so, then reconnect in the background (or fail, if not allowed)."""
@@ -297,16 +313,22 @@ class CallCore:
         else:
             self._set_state("failed", reason=reason, error=error)
 
+    def _resume_now(self, reason: str) -> None:
+        """A planned move to a fresh session, between turns, ahead of the cap: a reconnection without the wait,
+        and without waking anyone waiting for an event (the next session will answer them)."""
+        self._set_state("disconnected", reason=reason)
+        self._reconnect_task = asyncio.ensure_future(self._reconnect(None, planned=True))
+
     async def _before_attempt(self) -> None:
         """Clean up what the previous attempt left behind (the kernel's transport)."""
 
-    async def _reconnect(self, cause: RtkitError | None) -> None:
+    async def _reconnect(self, cause: RtkitError | None, *, planned: bool = False) -> None:
         """A fresh key per attempt (the old one may be what failed), exponential backoff with jitter, and the
         server's ``Retry-After`` honoured when it is longer. A failure no retry can cure ends it at once."""
         last: RtkitError | None = cause
         policy = self.reconnect_policy
         for attempt in range(1, policy.max_attempts + 1):
-            wait = policy.delay(attempt)
+            wait = 0.0 if planned and attempt == 1 else policy.delay(attempt)
             if isinstance(last, RateLimitedError) and last.retry_after:
                 wait = max(wait, last.retry_after)
             await asyncio.sleep(wait)
@@ -335,6 +357,7 @@ class CallCore:
         if measure:
             self.metrics.server_event(event, time.perf_counter())
         kind = event.get("type", "")
+        self._resumer.observe(event)
         self._waiters.resolve(event)
         if kind == "error":
             err = event.get("error") or {}
@@ -359,6 +382,11 @@ class CallCore:
     def _notice(self, kind: str, **fields: Any) -> None:
         """An event of rtkit's own (``rtkit.*``) on the same stream as the server's."""
         self.events.publish({"type": kind, **fields})
+
+    def _barged_in(self, record: BargeIn) -> None:
+        """The user spoke over a reply and the client stopped it: into the metrics, and out as ``rtkit.barge_in``."""
+        self.metrics.barge_in(record)
+        self._notice("rtkit.barge_in", **{k: v for k, v in asdict(record).items() if k != "kind"})
 
     # -- waiting --------------------------------------------------------------------------
     def _expect(self, kind: str) -> asyncio.Future[dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from rtkit.events import Broadcast, next_value
 
-__all__ = ["ConnectRecord", "SessionMetrics", "TurnRecord"]
+__all__ = ["ConnectRecord", "ResumeRecord", "SessionMetrics", "TurnRecord"]
 
 #: Input or output louder than this (RMS, dBFS) counts as speech for the timing of turns.
 VOICED_DBFS = -45.0
@@ -35,6 +35,8 @@ class ConnectRecord:
     total_ms: float | None = None
     ok: bool = False
     error: str | None = None
+    #: The fingerprint of a key the API refused (401) during this attempt, which cost one fresh mint.
+    refused_key: str | None = None
 
 
 @dataclass
@@ -49,8 +51,52 @@ class TurnRecord:
     reply_end_ms: float | None = None
     reply_seconds: float | None = None
     status: str | None = None
+    #: Set when the user spoke over the reply: how much of it had been heard (what it was truncated to).
+    heard_ms: int | None = None
     _speech_end: float | None = field(default=None, repr=False)
     _playing: bool = field(default=False, repr=False)
+
+
+@dataclass
+class ResumeRecord:
+    """The call carried its conversation into a new physical session (``rtkit.resume``): why, from which session
+    to which, and what it cost. ``left_out`` counts restorable turns the budget did not keep."""
+
+    kind: str = "resume"
+    reason: str = ""
+    attempt: int = 0
+    old_session: str | None = None
+    new_session: str | None = None
+    items_restored: int = 0
+    chars_restored: int = 0
+    left_out: int = 0
+    restore_ms: float | None = None
+    ok: bool = False
+    error: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
+class BargeIn:
+    """The user spoke over a reply: playback stopped, and the API was told how much of the item was heard.
+
+    ``played_ms`` is what the sink (or the page's Web Audio) had played, not what had arrived; ``produced_ms``
+    is what had arrived of the item (``None`` over WebRTC, where the audio comes without a length).
+    ``truncated`` is whether ``conversation.item.truncate`` went out (not for an item nothing of which was
+    heard, nor one outside the conversation); ``cancelled`` whether ``response.cancel`` did (only where the
+    session's ``interrupt_response`` is false: otherwise the server cancels the response itself).
+    """
+
+    kind: str = "barge_in"
+    item_id: str = ""
+    response_id: str | None = None
+    content_index: int = 0
+    played_ms: int = 0
+    produced_ms: int | None = None
+    truncated: bool = False
+    cancelled: bool = False
+    transport: str | None = None
+    at: float = field(default_factory=time.time)
 
 
 class SessionMetrics:
@@ -59,6 +105,8 @@ class SessionMetrics:
     def __init__(self) -> None:
         self.connects: list[ConnectRecord] = []
         self.turns: list[TurnRecord] = []
+        self.barge_ins: list[BargeIn] = []
+        self.resumptions: list[ResumeRecord] = []
         self.records: Broadcast[ConnectRecord | TurnRecord] = Broadcast()
         self._last_voiced_input: float | None = None
         self._turn: TurnRecord | None = None
@@ -69,6 +117,17 @@ class SessionMetrics:
     def connected(self, record: ConnectRecord) -> None:
         self.connects.append(record)
         self.records.publish(record)
+
+    def resumed(self, record: ResumeRecord) -> None:
+        """A row for the table; the call publishes the record itself (``conversation.resumed``, ``rtkit.resumed``),
+        so ``records`` stays what the latency plots draw."""
+        self.resumptions.append(record)
+
+    def barge_in(self, record: BargeIn) -> None:
+        self.barge_ins.append(record)
+        turn = self._turn
+        if turn is not None and turn.response_id == record.response_id:
+            turn.heard_ms = record.played_ms
 
     # -- turns ----------------------------------------------------------------------------
     def input_level(self, rms_dbfs: float, at: float | None = None) -> None:
@@ -134,8 +193,10 @@ class SessionMetrics:
 
     # -- export ---------------------------------------------------------------------------
     def to_records(self) -> list[dict[str, Any]]:
-        """Every record as a dict (connections first, then turns): ready for ``pandas.DataFrame``."""
+        """Every record as a dict (connections first, then turns, then resumptions): ready for ``pandas.DataFrame``."""
         rows = [asdict(r) for r in self.connects] + [asdict(t) for t in self.turns]
+        rows += [asdict(r) for r in self.resumptions]
+        rows += [asdict(b) for b in self.barge_ins]
         for row in rows:
             row.pop("_speech_end", None)
             row.pop("_playing", None)

@@ -22,10 +22,12 @@ from pydantic import BaseModel
 
 from rtkit.audio.base import AudioSink, AudioSource
 from rtkit.audio.pcm import PCM
+from rtkit.barge_in import Playout, playout_sink
 from rtkit.call import CallCore, ConnectionState, LiveCall, ReconnectPolicy, StateChange, TransportChoice
 from rtkit.errors import AuthenticationError, NetworkLostError, RtkitError, WebRTCUnavailableError
 from rtkit.keys import KeyProvider, as_provider
-from rtkit.metrics import ConnectRecord
+from rtkit.metrics import BargeIn, ConnectRecord
+from rtkit.resume import ResumePolicy
 from rtkit.tokens import OPENAI_BASE_URL
 from rtkit.transports.base import Transport, TransportCallbacks
 from rtkit.transports.webrtc import WebRTCTransport
@@ -72,6 +74,8 @@ class RealtimeSession(CallCore):
         connect_timeout: float = 10.0,
         model: str = "gpt-realtime",
         jitter_packets: int | None = None,
+        disconnect_grace: float = 3.0,
+        resume: ResumePolicy | None = None,
     ) -> None:
         self._init_core(
             as_provider(keys),
@@ -79,6 +83,7 @@ class RealtimeSession(CallCore):
             transport,
             reconnect,
             connect_timeout,
+            resume,
         )
         self.base_url = base_url.rstrip("/")
         self.source = source
@@ -90,6 +95,12 @@ class RealtimeSession(CallCore):
         self.transport: Transport | None = None
         self._audio_started = False
         self._out_resampler: _Resampler | None = None
+        #: How long a connection may go quiet before it counts as lost: over WebRTC, seconds without a packet
+        #: after the first second of silence (browsers wait 5 s in ``disconnected``); over the WebSocket, the
+        #: keepalive ping's timeout.
+        self.disconnect_grace = disconnect_grace
+        self._playout = Playout(sink.sample_rate if sink else 24_000)
+        self._played_without_sink = 0
 
     @property
     def transport_name(self) -> str | None:
@@ -150,8 +161,9 @@ class RealtimeSession(CallCore):
 
     def _make(self, kind: str) -> Transport:
         callbacks = TransportCallbacks(
-            on_event=self._receive, on_audio=self._on_audio, on_closed=self._on_closed, on_input=self._on_input
+            on_event=self._on_server_event, on_audio=self._on_audio, on_closed=self._on_closed, on_input=self._on_input
         )
+        self._playout = Playout(self.sink.sample_rate if self.sink else 24_000)
         if kind == "webrtc":
             return WebRTCTransport(
                 self.base_url,
@@ -161,8 +173,15 @@ class RealtimeSession(CallCore):
                 ice_servers=self.ice_servers,
                 jitter_packets=self.jitter_packets,
                 output_rate=self.sink.sample_rate if self.sink else 24_000,
+                disconnect_grace=self.disconnect_grace,
             )
-        return WebSocketTransport(self.base_url, callbacks, model=self.model, connect_timeout=self.connect_timeout)
+        return WebSocketTransport(
+            self.base_url,
+            callbacks,
+            model=self.model,
+            connect_timeout=self.connect_timeout,
+            disconnect_grace=self.disconnect_grace,
+        )
 
     async def _establish(self, attempt: int) -> None:
         self._set_state("connecting", attempt=attempt)
@@ -177,6 +196,7 @@ class RealtimeSession(CallCore):
             record.session_created_ms = round((time.perf_counter() - started) * 1000, 2)
             if self.config:
                 await self._apply_config()
+            await self._restore_conversation(attempt)
         except TimeoutError:
             error = NetworkLostError("The Realtime API did not start the session in time.")
             self._record_failure(record, started, error)
@@ -218,12 +238,77 @@ class RealtimeSession(CallCore):
 
     # -- transport callbacks ----------------------------------------------------------------
     def _on_audio(self, pcm: PCM, rate: int) -> None:
+        webrtc = self.transport_name == "webrtc"
+        if self._playout.silenced(webrtc):
+            return
         level = self.output_meter.measure(pcm)
         self.metrics.output_audio(level.rms_dbfs, pcm.size, rate)
+        before = self._sink_written()
         if self.sink is not None:
             if self._out_resampler is None or self._out_resampler.from_rate != rate:
                 self._out_resampler = _Resampler(rate, self.sink.sample_rate)
             self.sink.write(self._out_resampler.push(pcm))
+        after = self._sink_written()
+        if playout_sink(self.sink) is None:  # a sink that cannot tell is taken to have played what it got
+            after = before + round(pcm.size * self._playout.sink_rate / rate)
+            self._played_without_sink = after
+        self._playout.wrote(before, after, received=pcm.size, voiced=bool(pcm.any()), webrtc=webrtc)
+
+    def _sink_written(self) -> int:
+        sink = playout_sink(self.sink)
+        return sink.written_samples if sink is not None else self._played_without_sink
+
+    def _on_server_event(self, event: dict[str, Any]) -> None:
+        self._playout.event(event)
+        self._receive(event)
+        if event.get("type") == "input_audio_buffer.speech_started":
+            self._barge_in()
+
+    def _barge_in(self) -> None:
+        """The user spoke over the reply: silence it at once, then tell the API what was heard, as the official
+        clients do (``output_audio_buffer.clear`` over WebRTC, ``response.cancel`` where the server will not
+        cancel by itself, ``conversation.item.truncate`` to the position the sink had played)."""
+        sink = playout_sink(self.sink)
+        webrtc = self.transport_name == "webrtc"
+        cut = self._playout.interrupt(
+            sink.played_samples if sink is not None else self._played_without_sink, webrtc=webrtc
+        )
+        if cut is None:
+            return
+        if sink is not None:
+            sink.discard_unplayed()
+        cancelled = truncated = False
+        try:
+            if webrtc:
+                self.send({"type": "output_audio_buffer.clear"})
+            if not cut.interrupt_response and cut.active_response is not None:
+                self.send({"type": "response.cancel", "response_id": cut.active_response})
+                cancelled = True
+            # Truncating to 0 ms, or an item outside the conversation, would only earn an error event.
+            if cut.truncatable and cut.played_ms > 0:
+                self.send(
+                    {
+                        "type": "conversation.item.truncate",
+                        "item_id": cut.item_id,
+                        "content_index": cut.content_index,
+                        "audio_end_ms": cut.played_ms,
+                    }
+                )
+                truncated = True
+        except NetworkLostError:  # the connection went while the user spoke: the reconnection takes over
+            self._logger.info("barge-in not sent: the connection is gone")
+        self._barged_in(
+            BargeIn(
+                item_id=cut.item_id,
+                response_id=cut.response_id,
+                content_index=cut.content_index,
+                played_ms=cut.played_ms,
+                produced_ms=cut.received_ms,
+                truncated=truncated,
+                cancelled=cancelled,
+                transport=self.transport_name,
+            )
+        )
 
     def _on_input(self, pcm: PCM, rate: int) -> None:
         level = self.input_meter.measure(pcm)
@@ -250,7 +335,7 @@ class RealtimeSession(CallCore):
         self.transport.send(event)
 
     def clear_output_audio(self) -> None:
-        """Barge-in by hand: stop the model's voice now (WebRTC) and cancel what is still being generated."""
+        """Stop the model's voice now (WebRTC) by hand; a user speaking over it does this on its own (``BargeIn``)."""
         if self.transport is not None and self.transport.name == "webrtc":
             self.send({"type": "output_audio_buffer.clear"})
 

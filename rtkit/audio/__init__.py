@@ -4,7 +4,7 @@ Sources (``ToneSource``, ``WavFileSource``, ``SpeechSource``, ``MicrophoneSource
 sinks (``RecorderSink``, ``SpeakerSink``, ``NullSink``) take what it plays; any of them can be metered.
 """
 
-from rtkit.audio.base import FRAME_MS, AudioSink, AudioSource
+from rtkit.audio.base import FRAME_MS, AudioSink, AudioSource, PlayoutSink
 from rtkit.audio.meter import Level, LevelMeter, MeteredSink, MeteredSource
 from rtkit.audio.pcm import (
     PCM,
@@ -43,6 +43,7 @@ __all__ = [
     "MicrophoneSource",
     "NullSink",
     "PcmSource",
+    "PlayoutSink",
     "RecorderSink",
     "Resampler",
     "SilenceSource",

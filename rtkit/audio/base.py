@@ -41,3 +41,21 @@ class AudioSink(Protocol):
     def write(self, pcm: PCM) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class PlayoutSink(AudioSink, Protocol):
+    """A sink that knows how much of what it was given has been played, so that a barge-in can tell the
+    API what the user heard rather than what arrived. Positions count samples since the sink started.
+
+    ``played_samples`` never passes ``written_samples``; audio dropped unheard (overflow, a barge-in) counts
+    as passed. ``discard_unplayed()`` silences what is still queued and returns how many samples it dropped.
+    """
+
+    @property
+    def written_samples(self) -> int: ...
+
+    @property
+    def played_samples(self) -> int: ...
+
+    def discard_unplayed(self) -> int: ...

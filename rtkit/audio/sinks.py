@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+import time
 import wave
 from os import PathLike
 from pathlib import Path
@@ -27,40 +28,116 @@ def _samples(pcm: PCM) -> PCM:
     return np.array(pcm, dtype=np.int16).reshape(-1)
 
 
+class _Playhead:
+    """Where a device without a clock of its own has got to in what it was given.
+
+    Not ``realtime``, audio counts as played when written (over WebRTC it arrives in real time anyway).
+    ``realtime``, it plays at ``rate`` from the moment it has something, like a speaker: a WebSocket reply
+    arrives faster than that, and the part still queued is what a barge-in silences.
+    """
+
+    def __init__(self, rate: int, realtime: bool) -> None:
+        self.rate = rate
+        self.realtime = realtime
+        self.written = 0
+        self._played = 0.0
+        self._at = time.monotonic()
+
+    def _advance(self) -> None:
+        now = time.monotonic()
+        if self.realtime:  # an idle device does not bank time: it cannot play what has not come yet
+            self._played = min(float(self.written), self._played + (now - self._at) * self.rate)
+        else:
+            self._played = float(self.written)
+        self._at = now
+
+    def write(self, samples: int) -> None:
+        self._advance()
+        self.written += samples
+
+    @property
+    def played(self) -> int:
+        self._advance()
+        return int(self._played)
+
+    def discard(self) -> int:
+        played = self.played
+        dropped, self.written, self._played = self.written - played, played, float(played)
+        return dropped
+
+
 class NullSink:
-    """Discards audio (counting it), for sessions whose replies nobody needs to hear."""
+    """Discards audio (counting it), for sessions whose replies nobody needs to hear.
+
+    ``realtime=True`` makes it consume audio at ``sample_rate`` like a speaker, so that ``played_samples``
+    and barge-ins behave as they would with one (see ``PlayoutSink``)."""
 
     sample_rate: int
 
-    def __init__(self, sample_rate: int = REALTIME_RATE) -> None:
+    def __init__(self, sample_rate: int = REALTIME_RATE, *, realtime: bool = False) -> None:
         self.sample_rate = sample_rate
         #: Samples written so far.
         self.samples = 0
+        self._playhead = _Playhead(sample_rate, realtime)
 
     async def start(self) -> None:
         """Nothing to open."""
 
     def write(self, pcm: PCM) -> None:
-        self.samples += int(np.asarray(pcm).size)
+        size = int(np.asarray(pcm).size)
+        self.samples += size
+        self._playhead.write(size)
+
+    @property
+    def written_samples(self) -> int:
+        return self._playhead.written
+
+    @property
+    def played_samples(self) -> int:
+        return self._playhead.played
+
+    def discard_unplayed(self) -> int:
+        return self._playhead.discard()
 
     async def close(self) -> None:
         """Nothing to release."""
 
 
 class RecorderSink:
-    """Keeps everything written, so a test or notebook can listen to, measure or save what the model said."""
+    """Keeps everything written, so a test or notebook can listen to, measure or save what the model said.
+
+    ``realtime=True`` plays at ``sample_rate`` like a speaker: audio cut off by a barge-in before its turn
+    came is removed from the recording, which then holds what a listener would have heard."""
 
     sample_rate: int
 
-    def __init__(self, sample_rate: int = REALTIME_RATE) -> None:
+    def __init__(self, sample_rate: int = REALTIME_RATE, *, realtime: bool = False) -> None:
         self.sample_rate = sample_rate
         self._chunks: list[PCM] = []
+        self._playhead = _Playhead(sample_rate, realtime)
 
     async def start(self) -> None:
         """Nothing to open."""
 
     def write(self, pcm: PCM) -> None:
-        self._chunks.append(_samples(pcm))
+        chunk = _samples(pcm)
+        self._chunks.append(chunk)
+        self._playhead.write(chunk.size)
+
+    @property
+    def written_samples(self) -> int:
+        return self._playhead.written
+
+    @property
+    def played_samples(self) -> int:
+        return self._playhead.played
+
+    def discard_unplayed(self) -> int:
+        dropped = self._playhead.discard()
+        if dropped:
+            pcm = self.pcm
+            self._chunks = [pcm[: pcm.size - dropped]]
+        return dropped
 
     async def close(self) -> None:
         """Keeps the recording: closing only means nothing more will be written."""
@@ -78,6 +155,7 @@ class RecorderSink:
         return sum(chunk.size for chunk in self._chunks) / self.sample_rate
 
     def clear(self) -> None:
+        """Forget the recording (what is played from now on is counted on, not from zero)."""
         self._chunks = []
 
     def save_wav(self, path: str | PathLike[str]) -> Path:
@@ -101,6 +179,9 @@ class _PlaybackBuffer:
     def __init__(self, max_samples: int) -> None:
         self.max_samples = max_samples
         self.dropped = 0
+        #: Samples pushed, and samples gone from the buffer (played, dropped or cleared): stream positions.
+        self.pushed = 0
+        self.consumed = 0
         self._chunks: collections.deque[PCM] = collections.deque()
         self._head = 0  # samples of _chunks[0] already played
         self._size = 0
@@ -116,6 +197,7 @@ class _PlaybackBuffer:
         with self._lock:
             self._chunks.append(pcm)
             self._size += pcm.size
+            self.pushed += pcm.size
             while self._size > self.max_samples:
                 excess = self._size - self.max_samples
                 left = self._chunks[0].size - self._head
@@ -124,10 +206,12 @@ class _PlaybackBuffer:
                     self._head = 0
                     self._size -= left
                     self.dropped += left
+                    self.consumed += left
                 else:
                     self._head += excess
                     self._size -= excess
                     self.dropped += excess
+                    self.consumed += excess
 
     def pull_into(self, out: PCM) -> int:
         """Fill ``out`` with the next samples and zeros after them (an underrun plays as silence).
@@ -146,12 +230,14 @@ class _PlaybackBuffer:
                     self._chunks.popleft()
                     self._head = 0
             self._size -= filled
+            self.consumed += filled
         out[filled:] = 0
         return filled
 
     def clear(self) -> int:
         with self._lock:
             dropped, self._size, self._head = self._size, 0, 0
+            self.consumed += dropped
             self._chunks.clear()
         return dropped
 
@@ -227,6 +313,18 @@ class SpeakerSink:
     def clear(self) -> float:
         """Drop audio not yet played (the user interrupted); returns how many seconds were dropped."""
         return self._buffer.clear() / self.sample_rate
+
+    @property
+    def written_samples(self) -> int:
+        return self._buffer.pushed
+
+    @property
+    def played_samples(self) -> int:
+        """How far the sound card has got: samples it took, plus any dropped for overflow or cleared."""
+        return self._buffer.consumed
+
+    def discard_unplayed(self) -> int:
+        return self._buffer.clear()
 
     async def drain(self) -> None:
         """Wait until everything written has been handed to the sound card (returns at once if not started)."""

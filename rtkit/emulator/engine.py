@@ -97,6 +97,8 @@ class Engine:
         self._items: dict[str, dict[str, Any]] = {}
         self._item_audio: dict[str, PCM] = {}
         self._audio_ms_produced: dict[str, int] = {}
+        #: Items truncated by the client: their transcript is gone for good, whatever the response does next.
+        self._truncated: set[str] = set()
         self._input: list[PCM] = []
         self._input_samples = 0
         self._input_start_ms = 0  # input-stream position of self._input[0]
@@ -112,6 +114,9 @@ class Engine:
         self._closed = False
         self._started = time.monotonic()
         self._expiry: asyncio.TimerHandle | None = None
+        #: What ``session.expires_at`` says: the cap's own time, rounded down (a client resuming ahead of it
+        #: must not be told a second too late).
+        self._expires_at = int(time.time() + max_session_seconds) if max_session_seconds > 0 else None
         if max_session_seconds > 0:
             loop = asyncio.get_running_loop()
             self._expiry = loop.call_later(max_session_seconds, self._expire, max_session_seconds, on_expired)
@@ -133,7 +138,7 @@ class Engine:
 
     def start(self) -> None:
         """Announce the session, as the service does first on every new connection."""
-        self.emit("session.created", session=self.session.to_wire())
+        self.emit("session.created", session=self.session.to_wire(self._expires_at))
 
     async def close(self) -> None:
         self._closed = True
@@ -208,7 +213,7 @@ class Engine:
             raise ApiError("Missing required parameter: 'session'.", code="missing_required_parameter", param="session")
         self.session.update(event["session"])
         self._configure_vad()
-        self.emit("session.updated", session=self.session.to_wire())
+        self.emit("session.updated", session=self.session.to_wire(self._expires_at))
 
     def _configure_vad(self) -> None:
         td = self.session.turn_detection
@@ -411,6 +416,12 @@ class Engine:
                 param="audio_end_ms",
             )
         self._audio_ms_produced[item["id"]] = asked
+        # "Truncating audio will delete the server-side text transcript to ensure there is not text in the
+        # context that hasn't been heard by the user" (the SDK's docstring of conversation.item.truncate).
+        self._truncated.add(item["id"])
+        for part in item.get("content") or []:
+            if part.get("type") == "output_audio":
+                part["transcript"] = None
         self.emit(
             "conversation.item.truncated",
             item_id=item["id"],
@@ -581,7 +592,7 @@ class Engine:
                 self.emit("response.output_audio.done", **ctx)
                 self.emit("response.output_audio_transcript.done", **ctx, transcript=transcript)
                 part = {"type": "audio", "transcript": transcript}
-                item["content"] = [{"type": "output_audio", "transcript": transcript}]
+                item["content"] = [self._spoken(item, transcript)]
             else:
                 for n, word in enumerate(words):
                     if n:
@@ -606,9 +617,7 @@ class Engine:
             item["status"] = "incomplete"
             transcript = "".join(text_so_far)
             item["content"] = (
-                [{"type": "output_audio", "transcript": transcript}]
-                if wants_audio
-                else [{"type": "output_text", "text": transcript}]
+                [self._spoken(item, transcript)] if wants_audio else [{"type": "output_text", "text": transcript}]
             )
             if self.player is not None:
                 self.player.finish(rid)
@@ -621,6 +630,10 @@ class Engine:
                 text=transcript,
                 details={"type": "cancelled", "reason": self._cancel_reason},
             )
+
+    def _spoken(self, item: dict[str, Any], transcript: str) -> dict[str, Any]:
+        """The audio content of a reply as it stays in the conversation: without a transcript once truncated."""
+        return {"type": "output_audio", "transcript": None if item["id"] in self._truncated else transcript}
 
     async def _call_function(self, response: dict[str, Any], call: ToolCall) -> None:
         """The response is a function call: its item, its arguments streamed, then ``response.done``."""

@@ -83,7 +83,16 @@ function microphoneError(err, retry) {
  * connected_ms and channel_open_ms from the start; `headers` go with the offer (a proxy's own, never a key's).
  * Resolves once the answer is applied.
  */
-export async function openWebRTC({ baseUrl, key, mic, onTrack, on, timings = {}, headers = {} }) {
+export async function openWebRTC({
+  baseUrl,
+  key,
+  mic,
+  onTrack,
+  on,
+  timings = {},
+  headers = {},
+  graceMs = DISCONNECTED_GRACE_MS,
+}) {
   const t0 = performance.now();
   const since = () => Math.round((performance.now() - t0) * 10) / 10;
   // No iceServers: the service's answer carries its own candidates and learns the browser's address from
@@ -102,10 +111,7 @@ export async function openWebRTC({ baseUrl, key, mic, onTrack, on, timings = {},
     if (state === "connected") timings.connected_ms = timings.connected_ms || since();
     if (state === "failed" || state === "closed") on.lost(`the peer connection ${state}`);
     if (state === "disconnected") {
-      grace = setTimeout(
-        () => on.lost(`the peer connection stayed disconnected for ${DISCONNECTED_GRACE_MS} ms`),
-        DISCONNECTED_GRACE_MS,
-      );
+      grace = setTimeout(() => on.lost(`the peer connection stayed disconnected for ${graceMs} ms`), graceMs);
     }
   };
   try {
@@ -157,7 +163,8 @@ function apiMessage(body) {
 
 /**
  * The same call over a WebSocket. `capture(onChunk)` starts sending the microphone (see captureMicrophone)
- * and resolves to a function that stops it; `onAudio(base64)` plays the model's voice.
+ * and resolves to a function that stops it; `onAudio(base64, event)` plays the model's voice (the delta event
+ * says whose it is). A silent drop goes unnoticed here: browsers neither expose nor send WebSocket pings.
  */
 export function openWebSocket({ baseUrl, model, key, on, capture, onAudio }) {
   // Browsers cannot set headers on a WebSocket: the key rides in a subprotocol, next to "realtime".
@@ -171,7 +178,7 @@ export function openWebSocket({ baseUrl, model, key, on, capture, onAudio }) {
   };
   ws.onmessage = (e) => {
     const event = JSON.parse(e.data);
-    if (event.type === "response.output_audio.delta") onAudio(event.delta);
+    if (event.type === "response.output_audio.delta") onAudio(event.delta, event);
     on.event(event);
   };
   // A refused key looks like any other failed upgrade here (code 1006): browsers hide the HTTP status.
@@ -200,6 +207,7 @@ export class PcmPlayer {
     this.playhead = 0;
   }
 
+  /** Queue one chunk; returns when it will play, on the context's clock: {start, end} in seconds. */
   play(base64) {
     const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
     const pcm = new Int16Array(bytes.buffer);
@@ -210,9 +218,11 @@ export class PcmPlayer {
     node.connect(this.output);
     this.playhead = Math.max(this.playhead, this.context.currentTime);
     node.start(this.playhead);
+    const start = this.playhead;
     this.playhead += buffer.duration;
     this.playing.add(node);
     node.onended = () => this.playing.delete(node);
+    return { start, end: this.playhead };
   }
 
   /** Barge-in: silence what is queued. */

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from fractions import Fraction
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,12 +29,19 @@ from rtkit.transports.base import Transport, TransportCallbacks, refusal
 log = logging.getLogger("rtkit.transports")
 
 try:
-    from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+    from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription, RTCTransportStats
     from aiortc.jitterbuffer import JitterBuffer
     from aiortc.mediastreams import MediaStreamError
 except ImportError:  # pragma: no cover - aiortc is a dependency, but "auto" must survive without it
     MediaStreamTrack = object  # type: ignore[assignment,misc]
     RTCPeerConnection = None  # type: ignore[assignment,misc]
+
+
+#: A peer that sends nothing for this long is what browsers call ``disconnected``: the service's track sends
+#: 50 packets a second, and RTCP flows both ways even in silence. aiortc has no such state of its own (it
+#: notices a silent peer only when ICE consent fails: six checks 5 s apart, about 30 s).
+QUIET_S = 1.0
+POLL_S = 0.25
 
 
 class SourceTrack(MediaStreamTrack):
@@ -95,6 +103,7 @@ class WebRTCTransport(Transport):
         ice_servers: list[dict[str, Any]] | None = None,
         output_rate: int = 24_000,
         jitter_packets: int | None = None,
+        disconnect_grace: float = 3.0,
     ) -> None:
         super().__init__(base_url, callbacks, model=model, connect_timeout=connect_timeout)
         if RTCPeerConnection is None:
@@ -104,6 +113,8 @@ class WebRTCTransport(Transport):
             )
         self.ice_servers = ice_servers
         self.output_rate = output_rate
+        #: Seconds a ``disconnected`` connection (no packet for ``QUIET_S``) may take to recover on its own.
+        self.disconnect_grace = disconnect_grace
         # On loopback packets cannot be reordered, so one packet of look-ahead is enough; elsewhere two
         # tolerate one out-of-order packet. (aiortc holds four: 80 ms, twice Chromium's NetEq here.)
         self.jitter_packets = jitter_packets if jitter_packets is not None else (1 if self.loopback else 2)
@@ -193,6 +204,29 @@ class WebRTCTransport(Transport):
         self.timings.mark("channel_open")
         self._connected = True
         channel.on("close", lambda: self._lost("The data channel closed.") if not self._closing else None)
+        self._spawn(self._watch())
+
+    async def _watch(self) -> None:
+        """Notice a peer gone silent (a dropped network, a frozen server): no packet for ``QUIET_S`` is
+        ``disconnected``, which may heal; still nothing ``disconnect_grace`` later, the call is lost."""
+        received, quiet, last = -1, 0.0, time.monotonic()
+        while not self._closing:
+            await asyncio.sleep(POLL_S)
+            stats = await self._pc.getStats()
+            count = sum(s.packetsReceived for s in stats.values() if isinstance(s, RTCTransportStats))
+            now = time.monotonic()
+            # A loop blocked for a while (a busy notebook cell) is not a silent peer: its packets wait unread
+            # in the socket, so a late poll counts as one on time.
+            elapsed, last = min(now - last, 2 * POLL_S), now
+            if count != received:
+                if quiet >= QUIET_S:
+                    log.info("the WebRTC connection recovered after %.1f s without packets", quiet)
+                received, quiet = count, 0.0
+                continue
+            quiet += elapsed
+            if quiet >= QUIET_S + self.disconnect_grace:
+                self._lost(f"Nothing arrived from the server for {quiet:.1f} s.")
+                return
 
     def _on_message(self, message: str | bytes) -> None:
         try:

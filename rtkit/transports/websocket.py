@@ -23,6 +23,15 @@ from rtkit.transports.base import Transport, TransportCallbacks, refusal
 
 log = logging.getLogger("rtkit.transports")
 
+#: Seconds between keepalive pings. A silent drop (a dead NAT entry, a frozen server) sends no close frame
+#: and TCP alone takes minutes to notice; one ping every 2 s costs a few bytes and bounds the wait at
+#: ``ping_interval + ping_timeout``. websockets' default (20 s + 20 s) is too slow for a conversation.
+PING_INTERVAL_S = 2.0
+#: Seconds to wait for the server's answer to our close frame. websockets waits 10 s by default, also after a
+#: keepalive timeout, before the connection counts as closed: measured, a frozen server took 14 s to notice
+#: (benchmarks/drop_detection.py). A server that has not answered within 1 s is not going to.
+CLOSE_TIMEOUT_S = 1.0
+
 
 class WebSocketTransport(Transport):
     name = "websocket"
@@ -34,8 +43,12 @@ class WebSocketTransport(Transport):
         *,
         model: str = "gpt-realtime",
         connect_timeout: float = 10.0,
+        disconnect_grace: float = 3.0,
     ) -> None:
         super().__init__(base_url, callbacks, model=model, connect_timeout=connect_timeout)
+        #: The pong's deadline. Longer than a busy notebook cell usually blocks the loop, so a slow kernel is
+        #: not mistaken for a dead server; the loss is noticed within ``PING_INTERVAL_S + disconnect_grace``.
+        self.disconnect_grace = disconnect_grace
         self._ws: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -52,6 +65,9 @@ class WebSocketTransport(Transport):
                 additional_headers={"Authorization": f"Bearer {key}"},
                 open_timeout=self.connect_timeout,
                 max_size=16 * 2**20,
+                ping_interval=PING_INTERVAL_S,
+                ping_timeout=self.disconnect_grace,
+                close_timeout=CLOSE_TIMEOUT_S,
             )
         except InvalidStatus as exc:
             denial = exc.response
@@ -79,10 +95,11 @@ class WebSocketTransport(Transport):
                     continue
                 if not isinstance(event, dict):
                     continue
+                # The event first: whoever plays the audio learns from it which item the audio belongs to.
+                self.callbacks.on_event(event)
                 if event.get("type") == "response.output_audio.delta":
                     pcm = np.frombuffer(base64.b64decode(event.get("delta", "")), dtype="<i2").astype(np.int16)
                     self.callbacks.on_audio(pcm, REALTIME_RATE)
-                self.callbacks.on_event(event)
         except ConnectionClosed:
             pass
         if not self._closing:

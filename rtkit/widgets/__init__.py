@@ -9,11 +9,13 @@ from rtkit.widgets.connection import ConnectionPanel
 from rtkit.widgets.keys import KeyPanel
 from rtkit.widgets.plots import LatencyPlot, LevelPlot
 from rtkit.widgets.scenarios import SCENARIOS, ScenarioPanel, ScenarioResult
+from rtkit.widgets.timeline import ConversationTimeline
 
 __all__ = [
     "SCENARIOS",
     "BrowserCall",
     "ConnectionPanel",
+    "ConversationTimeline",
     "KeyPanel",
     "LatencyPlot",
     "LevelPlot",

@@ -44,7 +44,8 @@ from rtkit.errors import (
 )
 from rtkit.events import Broadcast
 from rtkit.keys import KeyProvider, as_provider
-from rtkit.metrics import VOICED_DBFS, ConnectRecord
+from rtkit.metrics import VOICED_DBFS, BargeIn, ConnectRecord
+from rtkit.resume import ResumePolicy
 from rtkit.tokens import OPENAI_BASE_URL
 from rtkit.transports.base import refusal
 from rtkit.widgets._ui import spawn
@@ -143,6 +144,7 @@ class BrowserCall(CallCore, anywidget.AnyWidget):
         connect_timeout: float = 30.0,
         frontend_timeout: float = 10.0,
         on_frontend: Callable[[str], None] | None = None,
+        resume: ResumePolicy | None = None,
     ) -> None:
         self._init_core(
             as_provider(key_provider),
@@ -150,6 +152,7 @@ class BrowserCall(CallCore, anywidget.AnyWidget):
             transport,
             reconnect,
             connect_timeout,
+            resume,
         )
         if "://" in base_url and not base_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"Not a Realtime API address: {base_url!r}.", hint="use http(s)://…/v1")
@@ -296,6 +299,7 @@ class BrowserCall(CallCore, anywidget.AnyWidget):
             record.connected_ms, record.channel_open_ms = timings.get("connected_ms"), timings.get("channel_open_ms")
             if self.config:
                 await self._apply_config()
+            await self._restore_conversation(attempt)
         except TimeoutError:
             self._abandon_attempt()
             error = NetworkLostError(
@@ -387,6 +391,8 @@ class BrowserCall(CallCore, anywidget.AnyWidget):
             future = self._probes.get(content.get("probe", -1))
             if future is not None and not future.done():
                 future.set_result(content)
+        elif kind == "notice" and content.get("type") == "rtkit.barge_in":
+            self._barged_in(_barge_in_record(content))
         elif kind == "notice":
             self.events.publish({key: value for key, value in content.items() if key not in ("kind", "message")})
             if content.get("message"):
@@ -517,6 +523,24 @@ class BrowserCall(CallCore, anywidget.AnyWidget):
 
     def __repr__(self) -> str:
         return f"BrowserCall({self.base_url!r}, state={self._state!r}, transport={self.transport or None!r})"
+
+
+def _barge_in_record(content: dict[str, Any]) -> BargeIn:
+    """The page's report of a barge-in, as the kernel's session records one."""
+
+    def ms(value: Any) -> int | None:
+        return int(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+    return BargeIn(
+        item_id=str(content.get("item_id", "")),
+        response_id=content.get("response_id") if isinstance(content.get("response_id"), str) else None,
+        content_index=ms(content.get("content_index")) or 0,
+        played_ms=ms(content.get("played_ms")) or 0,
+        produced_ms=ms(content.get("produced_ms")),
+        truncated=content.get("truncated") is True,
+        cancelled=content.get("cancelled") is True,
+        transport=str(content.get("transport")) if content.get("transport") else None,
+    )
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import wave
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,22 @@ def test_speaker_plays_everything_written_to_a_virtual_alsa_device(virtual_devic
     assert "code" not in speaker, speaker
     assert speaker["queued"] == pytest.approx(0.5)
     assert speaker["left"] == 0
+
+
+async def test_a_realtime_recorder_plays_at_its_rate_and_a_barge_in_keeps_only_what_was_heard() -> None:
+    from rtkit.audio.base import PlayoutSink
+
+    sink = RecorderSink(1000, realtime=True)
+    assert isinstance(sink, PlayoutSink)
+    sink.write(np.ones(1000, dtype=np.int16))  # one second, arriving at once
+    await asyncio.sleep(0.3)
+    played = sink.played_samples
+    assert 200 <= played <= 900 and sink.written_samples == 1000, played
+    dropped = sink.discard_unplayed()
+    assert sink.pcm.size == 1000 - dropped and sink.played_samples <= sink.written_samples == sink.pcm.size
+
+
+def test_sinks_without_a_clock_count_what_they_were_given_as_played() -> None:
+    sink = NullSink(1000)
+    sink.write(np.ones(480, dtype=np.int16))
+    assert sink.played_samples == sink.written_samples == 480 and sink.discard_unplayed() == 0

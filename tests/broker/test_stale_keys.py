@@ -102,6 +102,8 @@ async def test_a_session_reconnecting_with_a_revoked_cached_key_gets_a_fresh_one
 ) -> None:
     keys = keys_for(broker)
     session = RealtimeSession(keys, base_url=emulator.base_url, transport="webrtc", reconnect=RECONNECT)
+    noticed: list[dict[str, Any]] = []
+    session.events.on(lambda e: e["type"] == "rtkit.key_refused" and noticed.append(e))
     async with session:
         assert session.key is not None
         revoked = session.key.value
@@ -113,6 +115,10 @@ async def test_a_session_reconnecting_with_a_revoked_cached_key_gets_a_fresh_one
     assert emulator.keys.issued == 2
     reported = [(a["refusedKey"], a["evicted"]) for a in audits(logs) if a["refusedKey"] is not None]
     assert reported == [(fingerprint(revoked), True)]  # told exactly once
+    # The session shows it too: an event, and the attempt's connect record (which recovered).
+    assert [e["key"] for e in noticed] == [fingerprint(revoked)]
+    recovered = [r for r in session.metrics.connects if r.refused_key is not None]
+    assert [(r.refused_key, r.ok) for r in recovered] == [(fingerprint(revoked), True)]
 
 
 async def test_a_session_survives_an_upstream_restart_that_forgot_every_cached_key(logs: LogCapture) -> None:

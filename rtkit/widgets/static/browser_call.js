@@ -55,7 +55,7 @@ class Call extends EventTarget {
     this.levels = { input: 0, output: 0 }; // latest peaks, 0..1, for the views' bars
     this.stats = null;
     this.transcript = "";
-    this.bargeIn = true; //   stop local playback when the user speaks (WebSocket), unless the session says not
+    this.playout = new Playout(); // what is playing of the model's reply, for barge-in
     // Detached, but playing: Chromium's Web Audio reads a remote WebRTC stream only while a media element plays it.
     this.player = new Audio();
     this.player.autoplay = true;
@@ -206,6 +206,7 @@ class Call extends EventTarget {
     this.conn = null; // first, so that the transport's own close events are not taken for a lost line
     if (conn) conn.close();
     this.stopPlayback();
+    this.playout = new Playout(); // a new connection is a new session: its items are others
     this.player.srcObject = null;
     this.unmeter("output");
     this.stats = this.rawStats = null;
@@ -227,12 +228,61 @@ class Call extends EventTarget {
     if (event.type === "response.created") this.setTranscript("");
     else if (event.type === "response.output_audio_transcript.delta") this.setTranscript(this.transcript + event.delta);
     else if (event.type === "response.output_audio_transcript.done") this.setTranscript(event.transcript);
-    else if (event.type === "session.created" || event.type === "session.updated") {
-      const detection = ((event.session.audio || {}).input || {}).turn_detection;
-      this.bargeIn = Boolean(detection) && detection.interrupt_response !== false;
-    } else if (event.type === "input_audio_buffer.speech_started" && this.bargeIn) this.stopPlayback();
+    this.playout.event(event, this.clock());
     // Every event goes to the kernel as is (WebSocket audio deltas too: a kernel-side session sees them).
     this.tell({ kind: "event", event });
+    if (event.type === "input_audio_buffer.speech_started") this.interrupt();
+  }
+
+  /** WebRTC playback's clock: the AudioContext's while it runs (the <audio> element plays regardless). */
+  clock() {
+    return this.audio && this.audio.state === "running" ? this.audio.currentTime : performance.now() / 1000;
+  }
+
+  /**
+   * The user spoke over the reply: silence it at once and tell the API what was heard, as the official clients
+   * do: `output_audio_buffer.clear` over WebRTC, `response.cancel` where the session's interrupt_response is
+   * false (else the server cancels by itself), and `conversation.item.truncate` to what was played. Never a
+   * truncate that earns an error: not for an item nothing of which was heard, nor one outside the conversation.
+   */
+  interrupt() {
+    const conn = this.conn;
+    if (!conn) return;
+    let now;
+    if (conn.name === "webrtc") {
+      // What left the server at `started` reaches the ear after the jitter buffer's delay.
+      now = this.clock() - ((this.stats && this.stats.jitter_buffer_ms) || 0) / 1000;
+    } else {
+      if (!this.pcmAudio) return;
+      now = this.pcmAudio.currentTime - (this.pcmAudio.outputLatency || 0);
+    }
+    const cut = this.playout.interrupt(now);
+    if (!cut) return;
+    this.stopPlayback();
+    if (conn.name === "webrtc") conn.send({ type: "output_audio_buffer.clear" });
+    let cancelled = false;
+    let truncated = false;
+    if (!this.playout.interruptResponse && this.playout.activeResponse) {
+      conn.send({ type: "response.cancel", response_id: this.playout.activeResponse });
+      cancelled = true;
+    }
+    if (cut.truncatable && cut.playedMs > 0) {
+      const { itemId, contentIndex, playedMs } = cut;
+      conn.send({ type: "conversation.item.truncate", item_id: itemId, content_index: contentIndex, audio_end_ms: playedMs });
+      truncated = true;
+    }
+    this.tell({
+      kind: "notice",
+      type: "rtkit.barge_in",
+      item_id: cut.itemId,
+      response_id: cut.responseId,
+      content_index: cut.contentIndex,
+      played_ms: cut.playedMs,
+      produced_ms: cut.receivedMs,
+      truncated,
+      cancelled,
+      transport: conn.name,
+    });
   }
 
   setTranscript(text) {
@@ -326,10 +376,12 @@ class Call extends EventTarget {
   }
 
   // WebSocket: the model's voice arrives as base64 PCM16 chunks, queued back to back on a 24 kHz context.
-  playPcm16(base64) {
+  playPcm16(base64, event) {
+    if (this.playout.silenced.has(event.item_id)) return; // the rest of a reply the user interrupted
     this.player24 = this.player24 || new PcmPlayer(this.pcm());
     if (!this.meters.output) this.meter(this.player24.output, "output");
-    this.player24.play(base64);
+    const { start, end } = this.player24.play(base64);
+    this.playout.scheduled(event, start, end);
   }
 
   stopPlayback() {
@@ -358,7 +410,7 @@ class Call extends EventTarget {
       key,
       on,
       capture: (onChunk) => captureMicrophone(this.pcm(), this.mic, onChunk),
-      onAudio: (base64) => this.playPcm16(base64),
+      onAudio: (base64, event) => this.playPcm16(base64, event),
     });
   }
 
@@ -395,6 +447,85 @@ class Call extends EventTarget {
     this.stats = stats;
     this.tell({ kind: "stats", stats });
     this.emit("stats");
+  }
+}
+
+/**
+ * The page's half of a barge-in: which reply item is playing and how much of it the user has heard, in
+ * seconds on the playback's clock. What arrived is not what was heard: a WebSocket reply arrives faster than
+ * it plays, and the API cuts its transcript where the client says (`conversation.item.truncate`).
+ * Over WebRTC a response's audio item plays from `output_audio_buffer.started` to `stopped`/`cleared`; over the
+ * WebSocket each delta names its item and is scheduled on the 24 kHz context.
+ */
+class Playout {
+  constructor() {
+    this.interruptResponse = true;
+    this.activeResponse = null;
+    this.assistantItems = new Set();
+    this.audioParts = new Map(); // response id -> [item id, content index]
+    this.playing = null; //        {itemId, contentIndex, responseId, started?, segments: [[start, end]], done}
+    this.silenced = new Set(); //  items whose late deltas are dropped (WebSocket)
+  }
+
+  event(event, now) {
+    const t = event.type;
+    if (t === "session.created" || t === "session.updated") {
+      const detection = ((event.session.audio || {}).input || {}).turn_detection;
+      this.interruptResponse = !detection || detection.interrupt_response !== false;
+    } else if ((t === "conversation.item.added" || t === "conversation.item.created") && event.item.role === "assistant") {
+      this.assistantItems.add(event.item.id);
+    } else if (t === "response.created") {
+      this.activeResponse = event.response.id;
+    } else if (t === "response.done") {
+      if (this.activeResponse === event.response.id) this.activeResponse = null;
+      if (this.playing && this.playing.responseId === event.response.id) this.playing.done = true;
+    } else if (t === "response.content_part.added" && ["audio", "output_audio"].includes(event.part.type)) {
+      this.audioParts.set(event.response_id, [event.item_id, event.content_index || 0]);
+    } else if (t === "response.output_audio.done") {
+      if (this.playing && this.playing.itemId === event.item_id) this.playing.done = true;
+    } else if (t === "output_audio_buffer.started") {
+      const part = this.audioParts.get(event.response_id);
+      this.playing = part && { itemId: part[0], contentIndex: part[1], responseId: event.response_id, started: now };
+    } else if (t === "output_audio_buffer.stopped" || t === "output_audio_buffer.cleared") {
+      if (this.playing && this.playing.responseId === event.response_id) this.playing = null;
+    }
+  }
+
+  /** WebSocket: a chunk of the delta's item will play from `start` to `end`. */
+  scheduled(event, start, end) {
+    if (!this.playing || this.playing.itemId !== event.item_id) {
+      const { item_id: itemId, content_index: contentIndex, response_id: responseId } = event;
+      this.playing = { itemId, contentIndex: contentIndex || 0, responseId, segments: [], done: false };
+    }
+    this.playing.segments.push([start, end]);
+  }
+
+  /** How much of the playing item was heard by `now`, or null when nothing is playing; the rest is dropped. */
+  interrupt(now) {
+    const p = this.playing;
+    if (!p) return null;
+    let played;
+    let receivedMs = null;
+    if (p.segments) {
+      played = p.segments.reduce((sum, [s, e]) => sum + Math.min(Math.max(now - s, 0), e - s), 0);
+      const received = p.segments.reduce((sum, [s, e]) => sum + (e - s), 0);
+      receivedMs = Math.floor(received * 1000 + 1e-6);
+      if (p.done && played >= received) return (this.playing = null); // heard in full: nothing to interrupt
+      this.silenced.add(p.itemId);
+    } else {
+      played = Math.max(0, now - p.started);
+    }
+    this.playing = null;
+    let playedMs = Math.floor(played * 1000);
+    if (receivedMs !== null) playedMs = Math.min(playedMs, receivedMs); // never more than was produced
+    return {
+      itemId: p.itemId,
+      contentIndex: p.contentIndex,
+      responseId: p.responseId,
+      playedMs,
+      receivedMs,
+      truncatable: this.assistantItems.has(p.itemId),
+    };
   }
 }
 
