@@ -20,7 +20,7 @@ import numpy as np
 from benchmarks._common import MAIN_KEY, Pinger
 from rtkit._process import exit_with_parent
 from rtkit.audio.pcm import PCM, tone
-from rtkit.emulator.probe import ProbeCall, open_call
+from tests.probe import ProbeCall, open_call
 
 FPS = 50
 TONE_SECONDS = 20.0

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rtkit.emulator.probe import ProbeCall
+from tests.probe import ProbeCall
 
 PYTHON = ".venv/bin/python"
 #: The emulator's default main key (``rtkit emulator`` without ``--api-key``).

@@ -29,9 +29,9 @@ import numpy as np
 from benchmarks._common import MAIN_KEY, Options, Report, Row, command, median_p95, ms
 from rtkit.audio.pcm import PCM, REALTIME_RATE, level_dbfs, pcm_from_frame, tone
 from rtkit.emulator import Emulator, ToneResponder
-from rtkit.emulator.probe import open_call
 from rtkit.emulator.sessions import SessionState
 from rtkit.emulator.webrtc import RtcCall
+from tests.probe import open_call
 
 NAME = "audio"
 VOICED_DBFS = -40.0

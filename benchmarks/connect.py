@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from benchmarks._common import MAIN_KEY, Options, Report, Row, command, median_p95, ms
 from rtkit.emulator import Emulator
-from rtkit.emulator.probe import open_call
+from tests.probe import open_call
 
 NAME = "connect"
 

@@ -18,10 +18,10 @@ import websockets
 from aiortc import RTCPeerConnection
 
 from rtkit.emulator import Emulator
-from rtkit.emulator.probe import open_call
 from tests.conftest import TEST_KEY
 from tests.emulator.test_calls import offer, post_offer
 from tests.emulator.test_websocket import mint
+from tests.probe import open_call
 
 #: Far above every bound the tests set, far below the ~30 s ICE consent freshness takes to give up.
 DEADLINE = 15.0

@@ -16,9 +16,9 @@ from openai import AsyncOpenAI
 from rtkit._ice import loopback_candidates, rtc_configuration
 from rtkit.audio.pcm import PCM, REALTIME_RATE, level_dbfs, tone
 from rtkit.emulator import Emulator
-from rtkit.emulator.probe import PcmTrack, ProbeCall, open_call
 from tests.conftest import TEST_KEY
 from tests.emulator.test_websocket import mint
+from tests.probe import PcmTrack, ProbeCall, open_call
 
 
 async def offer() -> RTCPeerConnection:

@@ -12,10 +12,10 @@ import websockets
 
 from rtkit._ids import fingerprint
 from rtkit.emulator import Emulator
-from rtkit.emulator.probe import open_call
 from tests.conftest import TEST_KEY
 from tests.emulator.test_calls import offer, post_offer
 from tests.emulator.test_websocket import mint, ws_url
+from tests.probe import open_call
 
 
 async def admin(emu: Emulator, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -1,6 +1,6 @@
 """A bare WebRTC caller: the docs' browser snippet in Python, with timestamps on everything.
 
-It exists to exercise the emulator (``make demo``, tests, benchmarks) with nothing between the
+Test and benchmark support (not part of the library): it exercises the emulator with nothing between the
 wire and the measurement. Applications want ``rtkit``'s session client instead.
 """
 
