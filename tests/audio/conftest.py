@@ -122,6 +122,36 @@ def without_portaudio() -> dict[str, Any]:
     return _parse(proc)
 
 
+#: What makes sound devices visible to PortAudio on Linux: the sound cards, and the ALSA plugins that reach a
+#: sound server (PulseAudio, PipeWire). Covered with empty directories, none is left.
+_SOUND_PATHS = ("/dev/snd", "/proc/asound", "/usr/share/alsa/alsa.conf.d", "/etc/alsa/conf.d")
+
+
+@pytest.fixture(scope="session")
+def without_sound_devices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """What MicrophoneSource and SpeakerSink raise where PortAudio is installed but finds no device, on any
+    machine (a laptop with a microphone included): the probe runs in a private mount namespace where the sound
+    cards and the sound-server plugins are covered with an empty directory, with a HOME that has no .asoundrc
+    and no sound server to reach. The host is left untouched."""
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        pytest.skip("hiding the sound devices needs Linux mount namespaces (util-linux unshare)")
+    if os.geteuid() != 0:
+        pytest.skip("hiding the sound devices needs root for `unshare -m` and `mount --bind`")
+    try:
+        import sounddevice  # noqa: F401
+    except OSError:
+        pytest.skip("PortAudio is not installed (apt-get install libportaudio2)")
+    empty = tmp_path_factory.mktemp("no-sound")
+    hide = [f"mount --bind '{empty}' '{path}'" for path in _SOUND_PATHS if os.path.isdir(path)]
+    script = (" && ".join(hide) + " || exit 97; " if hide else "") + 'exec "$0" -c "$1"'
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALSA_", "PULSE_", "PIPEWIRE_", "JACK_"))}
+    env.update({"HOME": str(empty), "PULSE_SERVER": "unix:/nonexistent", "JACK_NO_START_SERVER": "1"})
+    proc = _run_probe(["unshare", "-m", "sh", "-c", script, sys.executable, PROBE], env=env)
+    if proc.returncode == 97 or "unshare failed" in proc.stderr:
+        pytest.skip(f"this container may not create mount namespaces: {proc.stderr.strip()}")
+    return _parse(proc)
+
+
 @pytest.fixture(scope="session")
 def virtual_devices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """What MicrophoneSource and SpeakerSink do against ALSA virtual devices (spoken audio as the mic)."""

@@ -30,6 +30,14 @@ async def backend(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LabBackend]:
     await lab.close()
 
 
+def _has_input_device() -> bool:
+    try:
+        import sounddevice as sd
+    except OSError:
+        return False
+    return any(device["max_input_channels"] > 0 for device in sd.query_devices())
+
+
 async def test_backend_defaults_to_the_emulator_without_an_api_key(backend: LabBackend) -> None:
     assert backend.emulator is not None and not backend.real
     assert "emulator" in backend.describe()
@@ -46,9 +54,14 @@ async def test_the_lesson_call_is_on_the_side_the_reader_chose(
     monkeypatch.setenv("RTKIT_AUDIO", "kernel")
     kernel = backend.call(reconnect=FAST, frontend_timeout=1.0)  # a browser-only option is dropped, not an error
     assert isinstance(kernel, RealtimeSession) and isinstance(kernel.source, MicrophoneSource)
-    with pytest.raises(MicrophoneUnavailableError):  # this machine has no sound card: said, typed, with a hint
+    if _has_input_device():  # a laptop: the kernel side really takes the microphone
         await kernel.connect()
-    assert kernel.state == "failed"
+        assert kernel.state == "connected"
+        await kernel.disconnect()
+    else:  # CI, a container: no microphone is said, typed, with a hint
+        with pytest.raises(MicrophoneUnavailableError):
+            await kernel.connect()
+        assert kernel.state == "failed"
 
     monkeypatch.setenv("RTKIT_AUDIO", "Browser")
     monkeypatch.delenv("JUPYTERHUB_SERVICE_PREFIX", raising=False)
