@@ -142,5 +142,7 @@ async def start_backend(
         issuer = TokenIssuer(api_key, base_url=os.environ.get("OPENAI_BASE_URL", OPENAI_BASE_URL))
         return LabBackend(issuer.base_url, issuer, IssuerKeys(issuer, session), real=True)
     emulator = await Emulator(**emulator_settings).start()
-    issuer = TokenIssuer(emulator.api_key, base_url=emulator.base_url)
+    # Against the local emulator a retry is a demonstration, not a production backoff: its own waits stay
+    # short (a server's Retry-After is still waited in full).
+    issuer = TokenIssuer(emulator.api_key, base_url=emulator.base_url, backoff_max=0.6)
     return LabBackend(emulator.base_url, issuer, IssuerKeys(issuer, session), emulator=emulator)

@@ -40,6 +40,9 @@ class Faults:
     #: An ephemeral key opens one session (a call or a WebSocket); its second use is a 401, as a service that
     #: spends client secrets on use would answer. Sideband joins and hangups are not new sessions.
     single_use_keys: bool = False
+    #: The next N minted keys arrive already dead (expired in the store while the client still believes their
+    #: ``expires_at``): the key that "expired on its way", the client's one-fresh-key path.
+    keys_dead_on_arrival: int = 0
 
     def fail_next_mints(
         self, count: int = 1, *, status: int = 429, retry_after: float = 1.0, quota: bool = False
@@ -62,7 +65,15 @@ class Faults:
         self.mint_failures = self.call_failures = None
         self.key_ttl_override = self.drop_calls_after = None
         self.block_media = self.single_use_keys = False
+        self.keys_dead_on_arrival = 0
         self.latency.clear()
+
+    def take_dead_on_arrival(self) -> bool:
+        """Whether the key being minted now is to arrive dead (one of the next ``keys_dead_on_arrival``)."""
+        if self.keys_dead_on_arrival <= 0:
+            return False
+        self.keys_dead_on_arrival -= 1
+        return True
 
     def take_mint_failure(self) -> ApiError | None:
         return self._take("mint_failures")
@@ -111,6 +122,7 @@ class FaultRequest(BaseModel):
     drop_calls_after: float | None = Field(None, ge=0, le=86_400)
     block_media: bool | None = None
     single_use_keys: bool | None = Field(None, strict=True)
+    keys_dead_on_arrival: int | None = Field(None, ge=0, le=10_000, strict=True)
     clear: bool = False
 
     def apply(self, faults: Faults) -> None:
@@ -141,3 +153,5 @@ class FaultRequest(BaseModel):
             faults.block_media = self.block_media
         if self.single_use_keys is not None:
             faults.single_use_keys = self.single_use_keys
+        if self.keys_dead_on_arrival is not None:
+            faults.keys_dead_on_arrival = self.keys_dead_on_arrival

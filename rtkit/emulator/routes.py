@@ -110,6 +110,8 @@ async def client_secrets(request: Request) -> Response:
     ttl = emu.faults.key_ttl_override or (parsed.expires_after.seconds if parsed.expires_after else 600)
     wire = session.to_wire()
     secret = emu.keys.mint(wire, ttl)
+    if emu.faults.take_dead_on_arrival():
+        emu.keys.expire(secret.value)
     wire["expires_at"] = secret.expires_at
     log.info("minted %s for %s (ttl %ss)", fingerprint(secret.value), wire["id"], ttl)
     return Response(

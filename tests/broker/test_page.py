@@ -18,7 +18,6 @@ import pytest
 
 from rtkit.broker import Broker, BrokerSettings
 from rtkit.emulator import Emulator
-from rtkit.emulator.keys import ClientSecret
 from tests.chromium import ALLOW_MICROPHONE, ARTIFACTS, CHROMIUM, WEBRTC_ARGS, require_chromium
 from tests.conftest import TEST_KEY, assert_valid_server_events, free_port
 
@@ -218,15 +217,7 @@ async def test_page_gets_a_fresh_key_when_its_key_expired_on_the_way(stack: Stac
     page = await open_page()
     # The first key dies between mint and call: the emulator expires it the moment it is minted, while the
     # broker (and the page) still believe its expires_at.
-    mint = emu.keys.mint
-
-    def mint_expired_once(session: dict[str, Any], ttl_seconds: int) -> ClientSecret:
-        emu.keys.mint = mint  # type: ignore[method-assign]
-        secret = mint(session, ttl_seconds)
-        emu.keys.expire(secret.value)
-        return secret
-
-    emu.keys.mint = mint_expired_once  # type: ignore[method-assign]
+    emu.faults.keys_dead_on_arrival = 1
     await page.click("#connect")
 
     await until(page, "() => ['connected', 'failed'].includes(rtkitDemo.state)")

@@ -156,3 +156,27 @@ async def test_added_latency_delays_the_endpoint(emulator: Emulator) -> None:
     started = time.perf_counter()
     assert (await post(emulator, {})).status_code == 200
     assert time.perf_counter() - started >= 0.3
+
+
+async def test_a_key_dead_on_arrival_is_refused_as_expired_and_the_next_one_works(emulator: Emulator) -> None:
+    """The key that "expired on its way": minted with a normal ``expires_at``, refused at first use."""
+    offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"  # not a usable offer: a live key gets a 400 for it
+    async with httpx.AsyncClient() as http:
+        r = await http.post(
+            f"{emulator.origin}/_rtkit/faults",
+            json={"keys_dead_on_arrival": 1},
+            headers={"X-Rtkit-Admin-Token": emulator.admin_token},
+        )
+        assert r.status_code == 200 and r.json()["keys_dead_on_arrival"] == 1
+        dead, alive = [(await post(emulator, {})).json() for _ in range(2)]
+        assert dead["expires_at"] - time.time() > 60  # the client cannot tell
+        answers = [
+            await http.post(
+                f"{emulator.base_url}/realtime/calls",
+                content=offer,
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/sdp"},
+            )
+            for key in (dead["value"], alive["value"])
+        ]
+    assert answers[0].status_code == 401 and "expired" in answers[0].json()["error"]["message"]
+    assert answers[1].status_code == 400, answers[1].text

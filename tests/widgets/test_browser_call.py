@@ -357,7 +357,6 @@ from rtkit.widgets import BrowserCall, LevelPlot
 
 # No cors_origins: the emulator opens /calls to this page when the page shows the call (on_frontend).
 backend = await start_backend(api_key=os.environ["RTKIT_TEST_MAIN_KEY"])
-backend.issuer._wait._maximum = 0.6  # keep the issuer's retry waits in the 429 scenario short
 emu = backend.emulator
 minted = []
 

@@ -25,7 +25,6 @@ FAST = ReconnectPolicy(max_attempts=4, initial_delay=0.05, max_delay=0.3)
 async def backend(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LabBackend]:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     lab = await start_backend()
-    lab.issuer._wait._maximum = 0.6  # keep the retry waits of the 429 lesson short
     yield lab
     await lab.close()
 
