@@ -130,6 +130,24 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start an emulator and run one spoken turn against it")
     demo.add_argument("--text", default="Hello from the realtime kit. What is the weather like in Paris today?")
+
+    from rtkit.doctor import NEEDS
+
+    doctor = sub.add_parser("doctor", help="check this machine for what rtkit needs, one line per item")
+    doctor.add_argument(
+        "--need",
+        action="append",
+        choices=NEEDS,
+        default=[],
+        help="make these items required: missing is FAIL (exit 1), not a warning; repeatable",
+    )
+    doctor.add_argument(
+        "--redis-url", default=None, metavar="URL", help="PING this Redis (default $RTKIT_BROKER_REDIS_URL)"
+    )
+    doctor.add_argument(
+        "--base-url", default=None, metavar="URL", help="API to try a mint against (default https://api.openai.com/v1)"
+    )
+    doctor.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="for the mint and the PING")
     return parser
 
 
@@ -270,6 +288,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             from rtkit.demo import run_demo
 
             asyncio.run(run_demo(args.text))
+        elif args.command == "doctor":
+            from rtkit.doctor import exit_status, render, run_checks
+
+            checks = asyncio.run(
+                run_checks(
+                    env=os.environ,
+                    needs=args.need,
+                    redis_url=args.redis_url,
+                    base_url=args.base_url,
+                    timeout=args.timeout,
+                )
+            )
+            print(render(checks))
+            return exit_status(checks)
     except KeyboardInterrupt:
         return 130
     except RtkitError as err:
