@@ -18,10 +18,11 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, RTCTransportStats
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from rtkit._ice import loopback_candidates, rtc_configuration
+from rtkit._liveness import PacketWatch
 from rtkit.audio.pcm import PCM, REALTIME_RATE, Resampler
 from rtkit.emulator.engine import Engine
 
@@ -210,25 +211,11 @@ class RtcCall:
         # (and webrtc-pc says a disabled track sends no audio), but it keeps sending RTCP receiver reports
         # about our audio, which never stops. Measured from Chromium: 50 packets/s with track.enabled = false,
         # about 0.6/s with replaceTrack(null); aiortc sends RTCP at least every 1.5 s.
-        poll = min(1.0, self.peer_timeout / 4)
-        received, quiet, last = -1, 0.0, time.monotonic()
-        while True:
-            await asyncio.sleep(poll)
-            count = await self._packets_received()
-            now = time.monotonic()
-            # A loop blocked for a while (a busy notebook cell) is not a silent peer: its packets wait unread
-            # in the socket, so a late poll counts as one on time.
-            quiet = 0.0 if count != received else quiet + min(now - last, 2 * poll)
-            received, last = count, now
-            if quiet >= self.peer_timeout:
-                log.info("call %s heard nothing from its peer for %g s; closing it", self.call_id, self.peer_timeout)
-                await self.close()
-                return
-
-    async def _packets_received(self) -> int:
-        """Datagrams received past ICE (DTLS, SCTP, RTP, RTCP), from aiortc's public statistics."""
-        stats = await self.pc.getStats()
-        return sum(s.packetsReceived for s in stats.values() if isinstance(s, RTCTransportStats))
+        watch = PacketWatch(self.pc, min(1.0, self.peer_timeout / 4))
+        while await watch.step() < self.peer_timeout:
+            pass
+        log.info("call %s heard nothing from its peer for %g s; closing it", self.call_id, self.peer_timeout)
+        await self.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

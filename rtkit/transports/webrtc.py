@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from fractions import Fraction
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +20,7 @@ import httpx
 
 from rtkit._http import ssl_context
 from rtkit._ice import is_loopback_host, loopback_candidates, rtc_configuration
+from rtkit._liveness import PacketWatch
 from rtkit.audio.base import AudioSource
 from rtkit.audio.pcm import Resampler
 from rtkit.errors import NetworkLostError, UpstreamError, WebRTCUnavailableError
@@ -29,7 +29,7 @@ from rtkit.transports.base import Transport, TransportCallbacks, refusal
 log = logging.getLogger("rtkit.transports")
 
 try:
-    from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription, RTCTransportStats
+    from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
     from aiortc.jitterbuffer import JitterBuffer
     from aiortc.mediastreams import MediaStreamError
 except ImportError:  # pragma: no cover - aiortc is a dependency, but "auto" must survive without it
@@ -209,21 +209,12 @@ class WebRTCTransport(Transport):
     async def _watch(self) -> None:
         """Notice a peer gone silent (a dropped network, a frozen server): no packet for ``QUIET_S`` is
         ``disconnected``, which may heal; still nothing ``disconnect_grace`` later, the call is lost."""
-        received, quiet, last = -1, 0.0, time.monotonic()
+        watch = PacketWatch(self._pc, POLL_S)
         while not self._closing:
-            await asyncio.sleep(POLL_S)
-            stats = await self._pc.getStats()
-            count = sum(s.packetsReceived for s in stats.values() if isinstance(s, RTCTransportStats))
-            now = time.monotonic()
-            # A loop blocked for a while (a busy notebook cell) is not a silent peer: its packets wait unread
-            # in the socket, so a late poll counts as one on time.
-            elapsed, last = min(now - last, 2 * POLL_S), now
-            if count != received:
-                if quiet >= QUIET_S:
-                    log.info("the WebRTC connection recovered after %.1f s without packets", quiet)
-                received, quiet = count, 0.0
-                continue
-            quiet += elapsed
+            before = watch.quiet
+            quiet = await watch.step()
+            if not quiet and before >= QUIET_S:
+                log.info("the WebRTC connection recovered after %.1f s without packets", before)
             if quiet >= QUIET_S + self.disconnect_grace:
                 self._lost(f"Nothing arrived from the server for {quiet:.1f} s.")
                 return
