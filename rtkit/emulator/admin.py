@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from rtkit._body import BodyTimeout, BodyTooLarge, read_body
 from rtkit._json import JsonError, loads
 from rtkit.emulator.errors import ApiError
 from rtkit.emulator.faults import FaultRequest
+from rtkit.emulator.routes import read_api_body
 from rtkit.schema import describe_validation_error
 
 if TYPE_CHECKING:
@@ -45,11 +45,9 @@ def _guarded(handler: Any) -> Any:
 
 
 async def _parse(request: Request, model: type[BaseModel]) -> Any:
+    raw = await read_api_body(request, max_bytes=64 * 1024)
     try:
-        raw = await read_body(request, max_bytes=64 * 1024)
         return model.model_validate(loads(raw) if raw else {})
-    except (BodyTooLarge, BodyTimeout) as exc:
-        raise ApiError(str(exc), status=413 if isinstance(exc, BodyTooLarge) else 408) from None
     except JsonError as exc:
         raise ApiError(f"The body is not valid JSON: {exc.reason}.", code="invalid_json") from None
     except ValidationError as exc:

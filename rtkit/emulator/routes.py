@@ -56,9 +56,10 @@ def _api(handler: Any) -> Any:
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
-async def _body(request: Request) -> bytes:
+async def read_api_body(request: Request, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+    """A request body within the size and time caps, refused in the service's error shape (413, 408)."""
     try:
-        return await read_body(request, max_bytes=MAX_BODY_BYTES)
+        return await read_body(request, max_bytes=max_bytes)
     except BodyTooLarge as exc:
         raise errors.request_too_large(exc.limit) from None
     except BodyTimeout:
@@ -79,7 +80,7 @@ def _not_json() -> ApiError:
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await _body(request)
+    raw = await read_api_body(request)
     if not raw:
         return {}
     try:
@@ -123,7 +124,7 @@ async def client_secrets(request: Request) -> Response:
 async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/sdp":
-        return (await _body(request)).decode("utf-8", errors="replace"), None
+        return (await read_api_body(request)).decode("utf-8", errors="replace"), None
     if ctype == "multipart/form-data":
         form = await _form(request)
         sdp = form.get("sdp")
