@@ -34,8 +34,11 @@ demo: setup
 	$(PY) -m rtkit demo
 
 # The notebooks run against the emulator in tests, whatever OPENAI_API_KEY the caller has set.
+# Two workers, each taking whole test files (module fixtures such as JupyterLab start once): most tests wait on
+# sockets and audio clocks rather than compute, so two workers halve the wall time even on two cores.
+PYTEST_WORKERS ?= 2
 test: setup lint
-	env -u OPENAI_API_KEY -u RTKIT_AUDIO $(PY) -m pytest
+	env -u OPENAI_API_KEY -u RTKIT_AUDIO $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # Re-run every notebook and save it with its outputs (plots as images), as they are committed.
 notebooks: setup
