@@ -129,8 +129,12 @@ class _GuardedHttpTools(HttpToolsProtocol):
 class LoopServer:
     """uvicorn on a socket we bind ourselves, so that port 0 works and a busy port is a clear error."""
 
-    def __init__(self, app: Any, host: str, port: int, *, what: str, error_body: ErrorBody) -> None:
+    def __init__(
+        self, app: Any, host: str, port: int, *, what: str, error_body: ErrorBody, ws_max_size: int = 16 * 2**20
+    ) -> None:
         self.app = app
+        #: The largest WebSocket message taken; a bigger one is closed with 1009 and a reason naming the limit.
+        self.ws_max_size = ws_max_size
         self._protocol = type("GuardedHttpTools", (_GuardedHttpTools,), {"error_body": staticmethod(error_body)})
         self.host = host
         self.requested_port = port
@@ -160,6 +164,7 @@ class LoopServer:
             lifespan="off",
             http=self._protocol,
             ws="websockets-sansio",
+            ws_max_size=self.ws_max_size,
             ws_per_message_deflate=True,
         )
         self._server = uvicorn.Server(config)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from rtkit import __version__
 from rtkit.emulator.config import DEFAULT_API_KEY, EmulatorConfig
+from rtkit.emulator.cors import web_origin
 from rtkit.errors import ConfigurationError, RtkitError
 
 
@@ -22,6 +23,13 @@ def _latency(value: str) -> tuple[str, float]:
     if endpoint not in ("client_secrets", "calls", "websocket") or not seconds:
         raise argparse.ArgumentTypeError("use ENDPOINT=SECONDS with ENDPOINT client_secrets, calls or websocket")
     return endpoint, float(seconds)
+
+
+def _web_origin(value: str) -> str:
+    try:
+        return web_origin(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help=f"close a call whose peer sent nothing for SECONDS (default {bounds['call_peer_timeout'].default:g})",
+    )
+    emu.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        type=_web_origin,
+        metavar="ORIGIN",
+        help="let only pages from ORIGIN (repeatable) POST /v1/realtime/calls; default: any origin, as the API "
+        "(or $RTKIT_EMULATOR_CORS_ORIGINS, a JSON list)",
     )
     faults = emu.add_argument_group("fault injection")
     faults.add_argument("--fail-mints", type=int, default=0, metavar="N", help="fail the next N client_secrets")
@@ -166,6 +183,12 @@ def _read_key_file(path: str) -> str:
     return key
 
 
+def _invalid(server: str, exc: ValidationError) -> ConfigurationError:
+    """Settings refused: name the setting and the problem, never the value (it may be a secret)."""
+    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return ConfigurationError(f"Invalid {server} settings: {problems}")
+
+
 def _stop_signals() -> asyncio.Event:
     """An event set by SIGTERM or SIGINT: either one stops the server cleanly (an emulator stops its worker
     processes too), as a service manager, a container runtime or Ctrl-C expects. Installed before the server
@@ -201,7 +224,13 @@ async def _serve(args: argparse.Namespace) -> None:
     for bound in ("call_connect_timeout", "call_peer_timeout"):
         if getattr(args, bound) is not None:
             settings[bound] = getattr(args, bound)
-    emulator = Emulator(EmulatorConfig(**settings))  # type: ignore[arg-type]
+    if args.cors_origin:  # unset leaves $RTKIT_EMULATOR_CORS_ORIGINS, or any origin, its say
+        settings["cors_origins"] = args.cors_origin
+    try:
+        config = EmulatorConfig(**settings)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise _invalid("emulator", exc) from None
+    emulator = Emulator(config)
     f = emulator.faults
     if args.fail_mints:
         f.fail_next_mints(args.fail_mints, status=args.fail_status)
@@ -221,6 +250,8 @@ async def _serve(args: argparse.Namespace) -> None:
         )
     print(f"rtkit emulator on {emulator.base_url}  (WebSocket {emulator.websocket_url})", flush=True)
     print(f"  main key: {key_source}; ICE: {'loopback only' if emulator.loopback_ice else 'all interfaces'}")
+    pages = "any origin" if emulator.cors.any_origin else ", ".join(emulator.cors.origins) or "no origin"
+    print(f"  browser pages may POST /v1/realtime/calls from: {pages}")
     print(f"  admin token for /_rtkit (keep it to yourself): {emulator.admin_token}", flush=True)
     try:
         await stop.wait()
@@ -260,9 +291,7 @@ async def _broker(args: argparse.Namespace) -> None:
     try:
         config = BrokerSettings(**settings)  # type: ignore[arg-type]
     except ValidationError as exc:
-        # Name the setting and the problem, never the value (it may be a secret).
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigurationError(f"Invalid broker settings: {problems}") from None
+        raise _invalid("broker", exc) from None
     broker = Broker(config, host=args.host, port=args.port)
     await broker.start()
     logging.getLogger("rtkit.broker").info("broker on %s, upstream %s", broker.url, config.upstream_url)

@@ -97,3 +97,9 @@ def broker_argv(port: int, upstream: str, *extra: str) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "rtkit", "broker", "--port", str(port), "--upstream", upstream, *extra]
+
+
+def preflight_for(origin: str, headers: str = "authorization,content-type,x-openai-agents-sdk") -> dict[str, str]:
+    """The CORS preflight a browser sends before it POSTs an SDP offer with a Bearer key (and the agents SDK's
+    header) from a page at ``origin``."""
+    return {"Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": headers}

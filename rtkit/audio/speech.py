@@ -7,6 +7,7 @@ espeak-ng is a Debian package (``apt-get install espeak-ng``); without it ``spea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import shutil
 import wave
@@ -41,7 +42,15 @@ async def speak(text: str, *, voice: str = "en-us", words_per_minute: int = 160,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate()
+    try:
+        out, err = await proc.communicate()
+    except BaseException:
+        # Cancelled (e.g. a response cancelled while it was being voiced): reap espeak-ng now, not when its
+        # transport is collected after the loop has closed.
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
     if proc.returncode != 0:
         raise AudioUnavailableError(f"espeak-ng failed: {err.decode(errors='replace').strip()}")
     with wave.open(io.BytesIO(out)) as wav:

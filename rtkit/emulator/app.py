@@ -6,11 +6,9 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rtkit.emulator import admin, routes
 from rtkit.emulator.errors import ApiError
@@ -47,37 +45,3 @@ def build_app(emulator: Emulator) -> Starlette:
     )
     app.state.emulator = emulator
     return app
-
-
-class CallsCors:
-    """CORS for ``/v1/realtime/calls`` only: browsers may open calls from the allowed origins (the
-    agents SDK's custom header and ``Authorization`` need a preflight; ``Location`` carries the call id)."""
-
-    PREFIX = "/v1/realtime/calls"
-
-    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
-        self.app = app
-        self.origins = list(origins)
-        self.cors = self._build()
-
-    def allow(self, origin: str) -> None:
-        """Open ``/calls`` to one more origin, from now on."""
-        if origin not in self.origins:
-            self.origins.append(origin)
-            self.cors = self._build()
-
-    def _build(self) -> CORSMiddleware:
-        return CORSMiddleware(
-            self.app,
-            allow_origins=list(self.origins),
-            allow_methods=["POST"],
-            allow_headers=["*"],
-            expose_headers=["Location", "Retry-After"],
-            max_age=600,
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(self.PREFIX):
-            await self.cors(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)

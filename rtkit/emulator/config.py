@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rtkit.emulator.cors import ANY_ORIGIN, web_origin
 
 #: The main key the emulator accepts when none is configured. Not a secret: it only opens the emulator.
 DEFAULT_API_KEY = "sk-emulator"
@@ -26,9 +28,10 @@ class EmulatorConfig(BaseSettings):
     #: real time too; 2.0 leaves a response in progress for half its playback, so barge-in can cancel it.
     generation_speed: float = Field(2.0, gt=0)
     max_session_seconds: float = Field(3600.0, ge=0)
-    #: Browser origins allowed to POST ``/v1/realtime/calls`` directly (CORS), as the real API allows;
-    #: nothing else of the emulator is opened to other origins. ``*`` allows any.
-    cors_origins: list[str] = Field(default_factory=list)
+    #: Browser origins whose pages may POST ``/v1/realtime/calls`` (CORS): ``*``, any, as the service answers;
+    #: or a list, to allow only those (``[]``: none, until ``Emulator.allow_origin``). Nothing else of the
+    #: emulator answers a preflight (``rtkit/emulator/cors.py``). Env: a JSON list.
+    cors_origins: list[str] = Field(default_factory=lambda: [ANY_ORIGIN])
     #: Worker processes carrying the WebRTC calls (0: calls run in this process). One process holds about
     #: ten calls at 50 frames/s each way; workers let the emulator use every core.
     workers: int = Field(0, ge=0, le=64)
@@ -44,3 +47,8 @@ class EmulatorConfig(BaseSettings):
     call_peer_timeout: float = Field(10.0, gt=0)
     #: Start with the ``single_use_keys`` fault on: an ephemeral key opens one session, its second use is a 401.
     single_use_keys: bool = False
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _web_origins(cls, origins: list[str]) -> list[str]:
+        return [web_origin(origin) for origin in origins]

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -21,12 +22,32 @@ import numpy as np
 
 from rtkit._ids import new_id
 from rtkit._json import JsonError, loads
+from rtkit.audio.formats import StreamDecoder, WireFormat
 from rtkit.audio.pcm import PCM, REALTIME_RATE
+from rtkit.emulator.consistency import check_new_item, prepare_response
 from rtkit.emulator.errors import ApiError
+from rtkit.emulator.items import insert_item, parse_item, take_audio
+from rtkit.emulator.limits import MAX_APPEND_AUDIO_BYTES, append_too_large, base64_decoded_size, session_expired
+from rtkit.emulator.mcp import (
+    McpApprovalRequestOutput,
+    McpCallOutput,
+    McpFailure,
+    McpListing,
+    McpServer,
+    McpTools,
+    call_tool,
+    list_tools,
+    mcp_report,
+)
 from rtkit.emulator.responders import Reply, Responder, Turn
 from rtkit.emulator.sessions import SessionState
+from rtkit.emulator.stream import Event, FunctionCallOutput, MessageOutput
 from rtkit.emulator.tools import ToolCall, choose_tool
+from rtkit.emulator.transcription import responses_refused, transcription_events
+from rtkit.emulator.usage import OutputBudget
+from rtkit.emulator.usage import usage as _usage
 from rtkit.emulator.vad import EnergyVad
+from rtkit.emulator.validation import validate_response
 from rtkit.schema import is_realtime_model
 
 log = logging.getLogger("rtkit.emulator")
@@ -39,6 +60,8 @@ _SAMPLES_PER_MS = REALTIME_RATE // 1000
 _CHUNK_MS = 100
 #: Characters of function-call arguments per `response.function_call_arguments.delta`.
 _ARGUMENT_CHUNK = 16
+#: Items after which the next response reports what a tool did instead of calling one again.
+_TOOL_RESULTS = ("function_call_output", "mcp_call", "mcp_approval_response")
 _SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 700, "auto": 700, "high": 350}
 
 CLIENT_EVENTS = (
@@ -108,8 +131,13 @@ class Engine:
         #: reply has been heard (response.done plus its playback), cleared by speech; None before any reply.
         self._idle_from_ms: int | None = None
         self._vad = EnergyVad()
+        #: Appended audio in the session's input format -> 24 kHz PCM (a G.711 decoder keeps resampler state).
+        self._decoder: StreamDecoder | None = None
         self._response: dict[str, Any] | None = None
         self._response_task: asyncio.Task[None] | None = None
+        #: The session's MCP servers, and the listing running for each label (network I/O, cancelled on close).
+        self._mcp = McpTools()
+        self._mcp_tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_reason = "client_cancelled"
         self._closed = False
         self._started = time.monotonic()
@@ -136,14 +164,24 @@ class Engine:
             sink(event)
         return event
 
+    @property
+    def expires_at(self) -> int | None:
+        """When the session hits its maximum duration (unix seconds), as ``session.expires_at`` says."""
+        return self._expires_at
+
     def start(self) -> None:
         """Announce the session, as the service does first on every new connection."""
         self.emit("session.created", session=self.session.to_wire(self._expires_at))
+        self._configure_mcp(self.session.tools, None)
 
     async def close(self) -> None:
         self._closed = True
         if self._expiry:
             self._expiry.cancel()
+        listings = list(self._mcp_tasks.values())
+        for listing in listings:
+            listing.cancel()
+        await asyncio.gather(*listings, return_exceptions=True)
         task = self._response_task
         if task and not task.done():
             task.cancel()
@@ -151,11 +189,10 @@ class Engine:
                 await task
 
     def _expire(self, seconds: float, on_expired: Callable[[str], None] | None) -> None:
-        minutes = round(seconds / 60)
-        reason = f"Your session hit the maximum duration of {minutes} minutes."
-        self._error(ApiError(reason, code="session_expired"), None)
+        err = session_expired(seconds)
+        self._error(err, None)
         if on_expired:
-            on_expired(reason)
+            on_expired(err.message)
 
     # -- client events ----------------------------------------------------------------------
     def handle_text(self, raw: str | bytes) -> None:
@@ -208,12 +245,18 @@ class Engine:
     def _error(self, err: ApiError, event_id: str | None) -> None:
         self.emit("error", error={**err.body(), "event_id": event_id})
 
+    @property
+    def _spoken(self) -> bool:
+        """The model has produced audio in this session: its voice is fixed from then on."""
+        return bool(self._audio_ms_produced)
+
     def _on_session_update(self, event: dict[str, Any]) -> None:
         if "session" not in event:
             raise ApiError("Missing required parameter: 'session'.", code="missing_required_parameter", param="session")
-        self.session.update(event["session"])
+        self.session.update(event["session"], spoken=self._spoken)
         self._configure_vad()
         self.emit("session.updated", session=self.session.to_wire(self._expires_at))
+        self._configure_mcp(self.session.tools, event.get("event_id"))
 
     def _configure_vad(self) -> None:
         td = self.session.turn_detection
@@ -229,6 +272,8 @@ class Engine:
         audio = event.get("audio")
         if not isinstance(audio, str):
             raise ApiError("Missing required parameter: 'audio'.", code="missing_required_parameter", param="audio")
+        if (size := base64_decoded_size(audio)) > MAX_APPEND_AUDIO_BYTES:
+            raise append_too_large(size)
         try:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
@@ -237,9 +282,11 @@ class Engine:
                 code="invalid_value",
                 param="audio",
             ) from None
-        if len(data) % 2:
-            data = data[:-1]
-        self.feed_audio(np.frombuffer(data, dtype="<i2").astype(np.int16))
+        # In the session's input format, decoded to the engine's 24 kHz PCM with the wire's own clock.
+        fmt = WireFormat.of(self.session.input_format)
+        if self._decoder is None or self._decoder.format != fmt:
+            self._decoder = fmt.decoder()
+        self.feed_audio(self._decoder.feed(data))
 
     def feed_audio(self, pcm: PCM) -> None:
         """Input audio (mono PCM16, 24 kHz) from the microphone track or from ``append`` events."""
@@ -327,6 +374,7 @@ class Engine:
         self._input, self._input_samples = [], 0
         self._input_start_ms = _ms(self._stream_samples)
         self._vad.reset()
+        self._decoder = None
         self.emit("input_audio_buffer.cleared")
 
     def _commit(self, item_id: str, upto_ms: int | None) -> None:
@@ -348,16 +396,12 @@ class Engine:
         }
         self._item_audio[item_id] = pcm
         self._add_item(item, previous)
-        if self.session.transcription is not None:
-            transcript = f"[speech, {pcm.size / REALTIME_RATE:.2f} s]"
+        config = self.session.transcription
+        if config is not None:
+            transcript, events = transcription_events(item_id, pcm.size / REALTIME_RATE, config, self.session.include)
             item["content"][0]["transcript"] = transcript
-            self.emit(
-                "conversation.item.input_audio_transcription.completed",
-                item_id=item_id,
-                content_index=0,
-                transcript=transcript,
-                usage={"type": "duration", "seconds": round(pcm.size / REALTIME_RATE, 3)},
-            )
+            for kind, fields in events:
+                self.emit(kind, **fields)
 
     # -- conversation items ----------------------------------------------------------------
     def _last_item_id(self) -> str | None:
@@ -369,16 +413,15 @@ class Engine:
         self.emit("conversation.item.done", item=item, previous_item_id=previous)
 
     def _on_conversation_item_create(self, event: dict[str, Any]) -> None:
-        item = event.get("item")
-        if not isinstance(item, dict):
-            raise ApiError("Missing required parameter: 'item'.", code="missing_required_parameter", param="item")
-        item = _validate_item(item)
-        if item["id"] in self._items:
-            raise ApiError(f"Item with id '{item['id']}' already exists.", code="duplicate_item_id", param="item.id")
-        for part in item.get("content", []):
-            if part.get("type") == "input_audio" and part.get("audio"):
-                self._item_audio[item["id"]] = np.frombuffer(base64.b64decode(part.pop("audio")), dtype="<i2")
-        self._add_item(item, event.get("previous_item_id") or self._last_item_id())
+        item = parse_item(event.get("item"))
+        previous = event.get("previous_item_id")
+        check_new_item(item, previous, self._items)
+        audio = take_audio(item)
+        if audio is not None:
+            self._item_audio[item["id"]] = WireFormat.of(self.session.input_format).decode(audio)
+        after = insert_item(self._items, item, previous)
+        self.emit("conversation.item.added", item=item, previous_item_id=after)
+        self.emit("conversation.item.done", item=item, previous_item_id=after)
 
     def _item_or_error(self, event: dict[str, Any]) -> dict[str, Any]:
         item_id = event.get("item_id")
@@ -408,6 +451,9 @@ class Engine:
             )
         if item.get("role") != "assistant" or item["id"] not in self._audio_ms_produced:
             raise ApiError("Only model output audio messages can be truncated", code="unsupported_content_type")
+        index = _content_index(event, item)
+        if item["content"][index].get("type") != "output_audio":
+            raise ApiError("Only model output audio messages can be truncated", code="unsupported_content_type")
         have = self._audio_ms_produced[item["id"]]
         if asked > have:
             raise ApiError(
@@ -422,24 +468,21 @@ class Engine:
         for part in item.get("content") or []:
             if part.get("type") == "output_audio":
                 part["transcript"] = None
-        self.emit(
-            "conversation.item.truncated",
-            item_id=item["id"],
-            content_index=int(event.get("content_index", 0)),
-            audio_end_ms=asked,
-        )
+        self.emit("conversation.item.truncated", item_id=item["id"], content_index=index, audio_end_ms=asked)
 
     # -- responses ------------------------------------------------------------------------
     def _on_response_create(self, event: dict[str, Any]) -> None:
-        params = event.get("response") or {}
-        if not isinstance(params, dict):
-            raise ApiError("Invalid type for 'response': expected an object.", code="invalid_type", param="response")
+        raw = event.get("response")
+        params = validate_response({} if raw is None else raw)
+        if self.session.kind == "transcription":
+            raise responses_refused()
         if self._response is not None:
             raise ApiError(
                 f"Conversation already has an active response in progress: {self._response['id']}. "
                 "Wait until the response is finished before creating a new one.",
                 code="conversation_already_has_active_response",
             )
+        params = prepare_response(params, self.session, self._items, spoken=self._spoken)
         self._start_response(params, event.get("event_id"))
 
     def _on_response_cancel(self, event: dict[str, Any]) -> None:
@@ -484,8 +527,8 @@ class Engine:
             "output": [],
             "conversation_id": self.conversation_id if params.get("conversation") != "none" else None,
             "output_modalities": modalities,
-            "max_output_tokens": params.get("max_output_tokens", "inf"),
-            "audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.session.voice}},
+            "max_output_tokens": params.get("max_output_tokens", self.session.max_output_tokens),
+            "audio": {"output": {"format": self._output_format(params), "voice": self._voice(params)}},
             "usage": None,
             "metadata": params.get("metadata"),
         }
@@ -493,15 +536,37 @@ class Engine:
         self._cancel_reason = "client_cancelled"
         self.emit("response.created", response=dict(response, output=[]))
         self._response_task = asyncio.create_task(self._run_response(response, params))
+        self._response_task.add_done_callback(lambda task: self._cancelled_unstarted(task, response))
+
+    def _output_format(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The response's own ``audio.output.format`` if it has one, else the session's."""
+        audio = params.get("audio")
+        output = audio.get("output") if isinstance(audio, dict) else None
+        fmt = output.get("format") if isinstance(output, dict) else None
+        return dict(fmt) if isinstance(fmt, dict) else self.session.output_format
+
+    def _voice(self, params: dict[str, Any]) -> str:
+        """The response's own voice if it has one, else the session's: a name, or a custom voice's id (the SDK
+        types a response's ``audio.output.voice`` as a string)."""
+        voice = ((params.get("audio") or {}).get("output") or {}).get("voice")
+        if voice is None:
+            return self.session.voice
+        return str(voice["id"]) if isinstance(voice, dict) else str(voice)
 
     def _turn(self, params: dict[str, Any], wants_audio: bool) -> Turn:
         audio: PCM | None = None
         text: str | None = None
-        for item in reversed(self._items.values()):
+        # ``response.create``'s ``input`` is the response's whole context, in place of the conversation.
+        context: list[dict[str, Any]] = params["input"] if "input" in params else list(self._items.values())
+        for item in reversed(context):
             if item.get("type") == "function_call_output":  # the reply reports what the function returned
-                called = next((i for i in self._items.values() if i.get("call_id") == item["call_id"]), None)
+                calls = [*self._items.values(), *context]
+                called = next((i for i in calls if i.get("call_id") == item["call_id"]), None)
                 name = called["name"] if called and called.get("type") == "function_call" else "function"
                 text = f"The {name} function returned {item.get('output')}"
+                break
+            if item.get("type") in ("mcp_call", "mcp_approval_response"):  # what an MCP tool did, or did not do
+                text = mcp_report(item, self._items)
                 break
             if item.get("role") == "user":
                 audio = self._item_audio.get(item["id"])
@@ -511,24 +576,14 @@ class Engine:
             audio,
             text,
             params.get("instructions") or self.session.instructions,
-            self.session.voice,
+            self._voice(params),
             wants_audio,
         )
 
     async def _run_response(self, response: dict[str, Any], params: dict[str, Any]) -> None:
         rid = response["id"]
         wants_audio = "audio" in response["output_modalities"]
-        item: dict[str, Any] = {
-            "id": new_id("item"),
-            "object": "realtime.item",
-            "type": "message",
-            "status": "in_progress",
-            "role": "assistant",
-            "content": [],
-        }
-        ctx: dict[str, Any] = {"response_id": rid, "item_id": item["id"], "output_index": 0, "content_index": 0}
-        text_so_far: list[str] = []
-        audio_ms = 0
+        out = MessageOutput(rid, audio=wants_audio, in_conversation=response["conversation_id"] is not None)
         try:
             if not is_realtime_model(self.session.model):
                 self._finish(
@@ -547,135 +602,226 @@ class Engine:
                 return
             turn = self._turn(params, wants_audio)
             latest = next(reversed(self._items.values()), None)
-            if latest is None or latest.get("type") != "function_call_output":
+            approved = self._mcp.answered(latest) if latest and latest["type"] == "mcp_approval_response" else None
+            if approved is not None and latest is not None:
+                await self._call_mcp(response, approved, latest["approval_request_id"])
+                return
+            if latest is None or latest.get("type") not in _TOOL_RESULTS:
                 tools = params.get("tools", self.session.tools)
-                call = choose_tool(tools, params.get("tool_choice", self.session.tool_choice), turn.user_text)
+                await self._list_for_response(tools)
+                choice = params.get("tool_choice", self.session.tool_choice)
+                call = choose_tool(tools, choice, turn.user_text, self._mcp.callable(tools))
+                if call is not None and call.server_label is not None:
+                    await self._use_mcp_tool(response, call)
+                    return
                 if call is not None:
                     await self._call_function(response, call)
                     return
             reply: Reply = await self.responder.respond(turn)
-            in_conversation = response["conversation_id"] is not None
-            previous = self._last_item_id()
-            self.emit("response.output_item.added", response_id=rid, output_index=0, item=item)
-            if in_conversation:
-                self._items[item["id"]] = item
-                self.emit("conversation.item.added", item=item, previous_item_id=previous)
-            part: dict[str, Any] = {"type": "audio", "transcript": ""} if wants_audio else {"type": "text", "text": ""}
-            self.emit("response.content_part.added", **ctx, part=part)
-            words = reply.text.split(" ")
-            if wants_audio and reply.audio is not None:
-                chunk = _CHUNK_MS * _SAMPLES_PER_MS
-                chunks = [reply.audio[i : i + chunk] for i in range(0, reply.audio.size, chunk)] or [reply.audio]
-                per_chunk = -(-len(words) // len(chunks))
-                self._audio_ms_produced[item["id"]] = 0
-                for n, pcm in enumerate(chunks):
-                    if n:
-                        await asyncio.sleep(_CHUNK_MS / 1000 / self.generation_speed)
-                    if self.player is not None:
-                        self.player.enqueue(pcm, rid)
-                    else:
-                        self.emit(
-                            "response.output_audio.delta",
-                            **ctx,
-                            delta=base64.b64encode(pcm.astype("<i2").tobytes()).decode(),
-                        )
-                    audio_ms += _ms(pcm.size)
-                    self._audio_ms_produced[item["id"]] = audio_ms
-                    said = words[n * per_chunk : (n + 1) * per_chunk]
-                    if said:
-                        delta = (" " if text_so_far else "") + " ".join(said)
-                        text_so_far.append(delta)
-                        self.emit("response.output_audio_transcript.delta", **ctx, delta=delta)
-                if self.player is not None:
-                    self.player.finish(rid)
-                transcript = "".join(text_so_far)
-                self.emit("response.output_audio.done", **ctx)
-                self.emit("response.output_audio_transcript.done", **ctx, transcript=transcript)
-                part = {"type": "audio", "transcript": transcript}
-                item["content"] = [self._spoken(item, transcript)]
-            else:
-                for n, word in enumerate(words):
-                    if n:
-                        await asyncio.sleep(0.01 / self.generation_speed)
-                    delta = (" " if n else "") + word
-                    text_so_far.append(delta)
-                    self.emit("response.output_text.delta", **ctx, delta=delta)
-                text = "".join(text_so_far)
-                self.emit("response.output_text.done", **ctx, text=text)
-                part = {"type": "text", "text": text}
-                item["content"] = [{"type": "output_text", "text": text}]
-            self.emit("response.content_part.done", **ctx, part=part)
-            item["status"] = "completed"
-            self.emit("response.output_item.done", response_id=rid, output_index=0, item=item)
-            if in_conversation:
-                self.emit("conversation.item.done", item=item, previous_item_id=previous)
-            response["output"] = [item]
-            self._finish(response, "completed", audio_ms=audio_ms, text="".join(text_so_far))
+            self._open(out)
+            complete = await self._stream_reply(out, reply, response)
+            status: Literal["completed", "incomplete"] = "completed" if complete else "incomplete"
+            self._close(out, status)
+            response["output"] = [out.item]
+            details = None if complete else {"type": "incomplete", "reason": "max_output_tokens"}
+            self._finish(response, status, audio_ms=out.audio_ms, text=out.text, details=details)
         except asyncio.CancelledError:
             if self._closed:
                 raise
-            item["status"] = "incomplete"
-            transcript = "".join(text_so_far)
-            item["content"] = (
-                [self._spoken(item, transcript)] if wants_audio else [{"type": "output_text", "text": transcript}]
-            )
-            if self.player is not None:
-                self.player.finish(rid)
-            self.emit("response.output_item.done", response_id=rid, output_index=0, item=item)
-            response["output"] = [item]
+            self._close(out, "incomplete")
+            response["output"] = [out.item] if out.opened else []
             self._finish(
                 response,
                 "cancelled",
-                audio_ms=audio_ms,
-                text=transcript,
+                audio_ms=out.audio_ms,
+                text=out.text,
                 details={"type": "cancelled", "reason": self._cancel_reason},
             )
 
-    def _spoken(self, item: dict[str, Any], transcript: str) -> dict[str, Any]:
-        """The audio content of a reply as it stays in the conversation: without a transcript once truncated."""
-        return {"type": "output_audio", "transcript": None if item["id"] in self._truncated else transcript}
+    def _cancelled_unstarted(self, task: asyncio.Task[None], response: dict[str, Any]) -> None:
+        """A response cancelled before its task ran a step (``response.cancel`` right behind ``response.create``
+        in one read) never entered ``_run_response``'s handler: it still ends, with nothing announced."""
+        if task.cancelled() and not self._closed and self._response is response:
+            details = {"type": "cancelled", "reason": self._cancel_reason}
+            self._finish(response, "cancelled", details=details)
+
+    def _emit_all(self, events: list[Event]) -> None:
+        for kind, fields in events:
+            self.emit(kind, **fields)
+
+    def _open(self, out: MessageOutput | FunctionCallOutput | McpCallOutput | McpApprovalRequestOutput) -> None:
+        """Announce an output item (and add it to the conversation, unless the response is out of band)."""
+        previous = self._last_item_id()
+        if out.in_conversation:
+            self._items[out.id] = out.item
+        self._emit_all(out.open(previous))
+
+    def _close(self, out: MessageOutput, status: Literal["completed", "incomplete"]) -> None:
+        if self.player is not None:
+            self.player.finish(out.response_id)
+        self._emit_all(out.close(status, transcript_deleted=out.id in self._truncated))
+
+    async def _stream_reply(self, out: MessageOutput, reply: Reply, response: dict[str, Any]) -> bool:
+        """Send the reply as it is generated: audio in the response's output format (or on the WebRTC track)
+        with its transcript, or text. False when ``max_output_tokens`` cut it short."""
+        budget = OutputBudget.of(response["max_output_tokens"])
+        words = reply.text.split(" ")
+        if not out.audio:
+            for n, word in enumerate(words):
+                if n:
+                    await asyncio.sleep(0.01 / self.generation_speed)
+                delta = (" " if n else "") + word
+                fitted = budget.text_that_fits(out.text, delta)
+                self._emit_all(out.text_delta(fitted))
+                if fitted != delta:
+                    return False
+            return True
+        pcm = reply.audio if reply.audio is not None else np.zeros(0, dtype=np.int16)
+        fmt = WireFormat.of(response["audio"]["output"]["format"])
+        # Over WebRTC the voice rides the call's Opus track whatever the format says; the format is the deltas'.
+        wire = fmt.encode(pcm) if self.player is None else b""
+        chunk = _CHUNK_MS * _SAMPLES_PER_MS
+        starts = list(range(0, pcm.size, chunk)) or [0]
+        per_chunk = -(-len(words) // len(starts))
+        self._audio_ms_produced[out.id] = 0
+        for n, start in enumerate(starts):
+            if n:
+                await asyncio.sleep(_CHUNK_MS / 1000 / self.generation_speed)
+            end = min(start + chunk, pcm.size)
+            said = " ".join(words[n * per_chunk : (n + 1) * per_chunk])
+            transcript = (" " if out.text and said else "") + said
+            fits = budget.fits(out.audio_ms + _ms(end - start), out.text + transcript)
+            if not fits:  # max_output_tokens: the audio that still fits, in whole tokens, and no more words
+                end = start + min(end - start, budget.audio_ms_left(out.audio_ms, out.text) * _SAMPLES_PER_MS)
+                transcript = ""
+            if end > start:
+                audio: str | None = None
+                if self.player is not None:
+                    self.player.enqueue(pcm[start:end], out.response_id)
+                else:
+                    audio = base64.b64encode(wire[fmt.wire_bytes(start) : fmt.wire_bytes(end)]).decode()
+                self._emit_all(out.audio_delta(audio, _ms(end - start), transcript))
+            else:
+                self._emit_all(out.audio_delta(None, 0, transcript))
+            self._audio_ms_produced[out.id] = out.audio_ms
+            if not fits:
+                return False
+        return True
 
     async def _call_function(self, response: dict[str, Any], call: ToolCall) -> None:
         """The response is a function call: its item, its arguments streamed, then ``response.done``."""
-        rid = response["id"]
-        item: dict[str, Any] = {
-            "id": new_id("item"),
-            "object": "realtime.item",
-            "type": "function_call",
-            "status": "in_progress",
-            "name": call.name,
-            "call_id": new_id("call"),
-            "arguments": "",
-        }
-        ctx = {"response_id": rid, "item_id": item["id"], "output_index": 0, "call_id": item["call_id"]}
-        in_conversation = response["conversation_id"] is not None
-        previous = self._last_item_id()
-        self.emit("response.output_item.added", response_id=rid, output_index=0, item=dict(item))
-        if in_conversation:
-            self._items[item["id"]] = item
-            self.emit("conversation.item.added", item=dict(item), previous_item_id=previous)
+        out = FunctionCallOutput(response["id"], call.name, in_conversation=response["conversation_id"] is not None)
+        budget = OutputBudget.of(response["max_output_tokens"])
+        self._open(out)
+        complete = True
         try:
             for start in range(0, len(call.arguments), _ARGUMENT_CHUNK):
                 if start:
                     await asyncio.sleep(0.01 / self.generation_speed)
                 delta = call.arguments[start : start + _ARGUMENT_CHUNK]
-                item["arguments"] += delta
-                self.emit("response.function_call_arguments.delta", **ctx, delta=delta)
+                fitted = budget.text_that_fits(out.arguments, delta)
+                self._emit_all(out.arguments_delta(fitted))
+                if fitted != delta:  # max_output_tokens counts the arguments too ("inclusive of tool calls")
+                    complete = False
+                    break
         except asyncio.CancelledError:
             if self._closed:
                 raise
-            item["status"] = "incomplete"
-            self.emit("response.output_item.done", response_id=rid, output_index=0, item=dict(item))
-            response["output"] = [item]
-            self._finish(response, "cancelled", details={"type": "cancelled", "reason": self._cancel_reason})
+            self._emit_all(out.close("incomplete"))
+            response["output"] = [out.item]
+            details = {"type": "cancelled", "reason": self._cancel_reason}
+            self._finish(response, "cancelled", text=out.arguments, details=details)
             return
-        self.emit("response.function_call_arguments.done", **ctx, name=call.name, arguments=call.arguments)
-        item["status"] = "completed"
-        self.emit("response.output_item.done", response_id=rid, output_index=0, item=dict(item))
-        if in_conversation:
-            self.emit("conversation.item.done", item=dict(item), previous_item_id=previous)
-        response["output"] = [item]
+        self._emit_all(out.close("completed" if complete else "incomplete"))
+        response["output"] = [out.item]
+        if complete:
+            self._finish(response, "completed", text=out.arguments)
+        else:
+            details = {"type": "incomplete", "reason": "max_output_tokens"}
+            self._finish(response, "incomplete", text=out.arguments, details=details)
+
+    # -- MCP tools: the emulator is the MCP client (``mcp.py``); the network calls run as tasks --------------
+    def _configure_mcp(self, tools: list[dict[str, Any]], event_id: str | None) -> None:
+        """List the tools of each MCP server the session names anew, in the background, as the service does."""
+        for server in self._mcp.configure(tools):
+            if superseded := self._mcp_tasks.pop(server.label, None):
+                superseded.cancel()  # a new definition of the same server: only its listing counts
+            task = asyncio.create_task(self._list_mcp_tools(server, event_id))
+            self._mcp_tasks[server.label] = task
+            task.add_done_callback(functools.partial(self._mcp_listing_ended, server.label))
+
+    def _mcp_listing_ended(self, label: str, task: asyncio.Task[None]) -> None:
+        if self._mcp_tasks.get(label) is task:
+            del self._mcp_tasks[label]
+
+    async def _list_for_response(self, tools: list[dict[str, Any]]) -> None:
+        """MCP servers defined in ``response.create`` alone: the response lists them before it chooses."""
+        for server in self._mcp.configure(tools):
+            if superseded := self._mcp_tasks.pop(server.label, None):
+                superseded.cancel()
+            await self._list_mcp_tools(server, None)
+
+    async def _list_mcp_tools(self, server: McpServer, event_id: str | None) -> None:
+        listing = McpListing(server.label, self._last_item_id())
+        self._items[listing.item["id"]] = listing.item
+        self._emit_all(listing.start())
+        try:
+            tools = await list_tools(server)
+        except McpFailure as failure:
+            self._mcp.forget(server)
+            self._emit_all(listing.failed())
+            code, message = failure.listing_error(server.label)
+            self._error(ApiError(message, type="external_connector_error", code=code, param="tools"), event_id)
+            return
+        except asyncio.CancelledError:
+            self._mcp.forget(server)
+            if not self._closed:  # superseded, or the response that waited for it was cancelled
+                self._emit_all(listing.failed())
+            raise
+        self._emit_all(listing.completed(self._mcp.listed(server, tools)))
+
+    async def _use_mcp_tool(self, response: dict[str, Any], call: ToolCall) -> None:
+        """The model calls a tool of an MCP server: at once, or first asks the client (``require_approval``)."""
+        if not self._mcp.needs_approval(call):
+            await self._call_mcp(response, call, None)
+            return
+        in_conversation = response["conversation_id"] is not None
+        out = McpApprovalRequestOutput(response["id"], self._mcp.ask(call), call, in_conversation=in_conversation)
+        self._open(out)
+        self._emit_all(out.close())
+        response["output"] = [out.item]
         self._finish(response, "completed", text=call.arguments)
+
+    async def _call_mcp(self, response: dict[str, Any], call: ToolCall, approval_request_id: str | None) -> None:
+        """Run an MCP call as part of the response: its item, its arguments, the server's answer, then
+        ``response.done``. A cancelled response cancels the call."""
+        assert call.server_label is not None
+        in_conversation = response["conversation_id"] is not None
+        out = McpCallOutput(response["id"], call, approval_request_id, in_conversation=in_conversation)
+        self._open(out)
+        try:
+            for start in range(0, len(call.arguments), _ARGUMENT_CHUNK):
+                if start:
+                    await asyncio.sleep(0.01 / self.generation_speed)
+                self._emit_all(out.arguments_delta(call.arguments[start : start + _ARGUMENT_CHUNK]))
+            self._emit_all(out.arguments_done())
+            try:
+                output = await call_tool(self._mcp.server(call.server_label), call.name, call.arguments)
+            except McpFailure as failure:
+                self._emit_all(out.failed(failure.error))
+            else:
+                self._emit_all(out.completed(output))
+        except asyncio.CancelledError:
+            if self._closed:
+                raise
+            self._emit_all(out.close())
+            response["output"] = [out.item]
+            details = {"type": "cancelled", "reason": self._cancel_reason}
+            self._finish(response, "cancelled", text=out.arguments, details=details)
+            return
+        self._emit_all(out.close())
+        response["output"] = [out.item]
+        self._finish(response, "completed", text=out.arguments)
 
     def _finish(
         self,
@@ -721,89 +867,35 @@ class Engine:
             self._reply_heard()
 
 
-def _usage(input_audio_tokens: int, audio_ms: int, text: str) -> dict[str, Any]:
-    # The service bills about 10 input audio tokens/s and 20 output audio tokens/s; text ~ 4 chars/token.
-    audio_out = audio_ms // 50
-    text_out = max(1, len(text) // 4) if text else 0
-    text_in = 120
-    total_in = input_audio_tokens + text_in
-    return {
-        "total_tokens": total_in + audio_out + text_out,
-        "input_tokens": total_in,
-        "output_tokens": audio_out + text_out,
-        "input_token_details": {
-            "text_tokens": text_in,
-            "audio_tokens": input_audio_tokens,
-            "cached_tokens": 0,
-            "image_tokens": 0,
-            "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
-        },
-        "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
-    }
+_JSON_KINDS = {bool: "a boolean", float: "a number", str: "a string", dict: "an object", list: "an array"}
 
 
-_USER_PARTS = {"input_text", "input_audio", "input_image"}
-_ASSISTANT_PARTS = {"output_text", "output_audio", "text", "audio"}
-
-
-def _validate_item(item: dict[str, Any]) -> dict[str, Any]:
-    item = dict(item)
-    kind = item.get("type")
-    if kind not in ("message", "function_call", "function_call_output"):
+def _content_index(event: dict[str, Any], item: dict[str, Any]) -> int:
+    """``conversation.item.truncate``'s ``content_index``: required, an integer, a part the item has."""
+    index = event.get("content_index")
+    if index is None:
         raise ApiError(
-            f"Invalid value: '{kind}'. Supported values are: 'message', 'function_call', and 'function_call_output'.",
+            "Missing required parameter: 'content_index'.", code="missing_required_parameter", param="content_index"
+        )
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise ApiError(
+            f"Invalid type for 'content_index': expected an integer, but got {_JSON_KINDS.get(type(index), 'null')} "
+            "instead.",
+            code="invalid_type",
+            param="content_index",
+        )
+    if index < 0:
+        raise ApiError(
+            f"Invalid 'content_index': integer below minimum value. Expected a value >= 0, but got {index} instead.",
+            code="integer_below_min_value",
+            param="content_index",
+        )
+    parts = len(item.get("content") or [])
+    if index >= parts:
+        raise ApiError(
+            f"Invalid value for 'content_index': item '{item['id']}' has {parts} content "
+            f"part{'s' if parts != 1 else ''}, so there is no content part at index {index}.",
             code="invalid_value",
-            param="item.type",
+            param="content_index",
         )
-    item.setdefault("id", new_id("item"))
-    item["object"] = "realtime.item"
-    item["status"] = "completed"
-    if kind != "message":
-        required = ("call_id", "output") if kind == "function_call_output" else ("name", "arguments")
-        for field in required:
-            if field not in item:
-                raise ApiError(
-                    f"Missing required parameter: 'item.{field}'.",
-                    code="missing_required_parameter",
-                    param=f"item.{field}",
-                )
-        return item
-    role = item.get("role")
-    if role not in ("user", "assistant", "system"):
-        raise ApiError(
-            f"Invalid value: '{role}'. Supported values are: 'user', 'assistant', and 'system'.",
-            code="invalid_value",
-            param="item.role",
-        )
-    content = item.get("content")
-    if not isinstance(content, list) or not content:
-        raise ApiError(
-            "Missing required parameter: 'item.content'.",
-            code="missing_required_parameter",
-            param="item.content",
-        )
-    allowed = _USER_PARTS if role == "user" else _ASSISTANT_PARTS if role == "assistant" else {"input_text"}
-    parts = []
-    for i, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in allowed:
-            got = part.get("type") if isinstance(part, dict) else part
-            raise ApiError(
-                f"Invalid value: '{got}'. Supported values are: " + ", ".join(f"'{a}'" for a in sorted(allowed)) + ".",
-                code="invalid_value",
-                param=f"item.content[{i}].type",
-            )
-        if part["type"] in ("input_text", "output_text", "text") and not isinstance(part.get("text"), str):
-            raise ApiError(
-                f"Missing required parameter: 'item.content[{i}].text'.",
-                code="missing_required_parameter",
-                param=f"item.content[{i}].text",
-            )
-        parts.append(dict(part))
-    if role == "assistant" and all(p["type"] in ("audio", "output_audio") for p in parts):
-        raise ApiError(
-            "Missing required parameter: 'item.content[0].text'.",
-            code="missing_required_parameter",
-            param="item.content[0].text",
-        )
-    item["content"] = parts
-    return item
+    return index

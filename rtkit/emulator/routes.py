@@ -102,7 +102,7 @@ async def client_secrets(request: Request) -> Response:
     try:
         parsed = ClientSecretRequest.model_validate(body)
     except ValidationError as exc:
-        code, message, param = describe_validation_error(exc)
+        code, message, param = describe_validation_error(exc, payload=body)
         raise ApiError(message, code=code, param=param) from None
     session = SessionState(
         validate_session(body["session"]) if parsed.session is not None else None,
@@ -288,12 +288,18 @@ async def realtime_websocket(ws: WebSocket) -> None:
             raise ApiError(f"Call '{call_id}' not found.", status=404, code="call_not_found")
         session = None if sideband else _session_for(emu, caller, None)
         model = ws.query_params.get("model")
-        if session is not None and model and caller.is_main_key:
+        transcribe = ws.query_params.get("intent") == "transcription"
+        if session is not None and transcribe and caller.is_main_key:
+            session = SessionState({"type": "transcription"}, default_model=emu.config.default_model)
+        elif session is not None and model and caller.is_main_key:
             session = SessionState({**_session_config(session), "model": model}, default_model=emu.config.default_model)
     except ApiError as err:
         await _deny(ws, err)
         return
     await ws.accept(subprotocol=subprotocol)
+    if transcribe and model:
+        await _refuse_after_accept(ws, _model_in_transcription())
+        return
     if relay_to is not None:
         await _relay(ws, *relay_to)
         return
@@ -313,7 +319,8 @@ async def realtime_websocket(ws: WebSocket) -> None:
         engine.start()
     else:
         # A joining server learns the call's current configuration; the call's own peer hears nothing of it.
-        outbox.put_nowait({"type": "session.updated", "event_id": new_id("event"), "session": engine.session.to_wire()})
+        session_wire = engine.session.to_wire(engine.expires_at)
+        outbox.put_nowait({"type": "session.updated", "event_id": new_id("event"), "session": session_wire})
     try:
         while not writer.done():
             message = await ws.receive()
@@ -332,6 +339,20 @@ async def realtime_websocket(ws: WebSocket) -> None:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await writer
+
+
+def _model_in_transcription() -> ApiError:
+    """``?intent=transcription&model=...``: the model of a transcription session is the one in
+    ``audio.input.transcription.model``; the service refuses a conversation model in the URL (its message, as
+    reported with the SDK; its code and param are not on record)."""
+    return ApiError("You must not provide a model parameter for transcription sessions.")
+
+
+async def _refuse_after_accept(ws: WebSocket, err: ApiError) -> None:
+    """A refusal the service sends as an ``error`` event on the opened socket, which then closes (1008)."""
+    event = {"type": "error", "event_id": new_id("event"), "error": {**err.body(), "event_id": None}}
+    await ws.send_text(json.dumps(event))
+    await ws.close(code=1008, reason=err.message[:120])
 
 
 async def _relay(ws: WebSocket, url: str, headers: dict[str, str]) -> None:

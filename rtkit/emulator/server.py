@@ -14,12 +14,14 @@ from typing import Any
 from rtkit._ice import is_loopback_host
 from rtkit._ids import new_id
 from rtkit._serve import LoopServer
-from rtkit.emulator.app import CallsCors, build_app
+from rtkit.emulator.app import build_app
 from rtkit.emulator.config import EmulatorConfig
+from rtkit.emulator.cors import CallsCors
 from rtkit.emulator.engine import Engine, TransportKind
 from rtkit.emulator.errors import ApiError
 from rtkit.emulator.faults import Faults
 from rtkit.emulator.keys import Caller, KeyStore
+from rtkit.emulator.limits import MAX_EVENT_FRAME_BYTES
 from rtkit.emulator.responders import RESPONDERS, Responder
 from rtkit.emulator.sessions import SessionState
 from rtkit.emulator.webrtc import ModelAudioTrack, RtcCall
@@ -61,7 +63,14 @@ class Emulator:
         self.app = build_app(self)
         self.cors = CallsCors(self.app, self.config.cors_origins)
         self.asgi = self.cors
-        self._server = LoopServer(self.asgi, self.config.host, self.config.port, what="emulator", error_body=_refusal)
+        self._server = LoopServer(
+            self.asgi,
+            self.config.host,
+            self.config.port,
+            what="emulator",
+            error_body=_refusal,
+            ws_max_size=MAX_EVENT_FRAME_BYTES,
+        )
         self._tasks: set[asyncio.Future[Any]] = set()
         loopback = self.config.loopback_ice
         self.loopback_ice = is_loopback_host(self.config.host) if loopback is None else loopback
@@ -91,10 +100,10 @@ class Emulator:
     def allow_origin(self, origin: str) -> None:
         """Let browser pages from ``origin`` POST ``/realtime/calls`` (CORS), as ``cors_origins`` does at start.
 
-        For a notebook whose page origin is only known once the page shows a widget (``BrowserCall``)."""
-        if not origin.startswith(("http://", "https://")):
-            raise ValueError(f"not a web origin: {origin!r}")
-        self.cors.allow(origin.rstrip("/"))
+        Only an emulator started with a list of origins needs it (by default any origin may, as on the
+        service): for a notebook whose page origin is known once the page shows a widget (``BrowserCall``).
+        Raises ``ValueError`` for what is not a web origin."""
+        self.cors.allow(origin)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> Emulator:

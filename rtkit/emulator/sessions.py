@@ -10,16 +10,13 @@ import copy
 import time
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from rtkit._ids import new_id
+from rtkit.emulator.consistency import check_tool_choice, check_voice
 from rtkit.emulator.errors import ApiError
-from rtkit.schema import (
-    DEFAULT_INSTRUCTIONS,
-    DEFAULT_MODEL,
-    SessionConfig,
-    describe_validation_error,
-)
+from rtkit.emulator.validation import validated
+from rtkit.schema import DEFAULT_INSTRUCTIONS, DEFAULT_MODEL, SessionConfig
 
 _session_adapter: TypeAdapter[Any] = TypeAdapter(SessionConfig)
 
@@ -63,18 +60,12 @@ def _defaults(kind: str, model: str) -> dict[str, Any]:
 
 def validate_session(payload: Any, root: str = "session") -> dict[str, Any]:
     """Validate a client-supplied session object; returns only the fields the client set."""
-    if not isinstance(payload, dict):
-        raise ApiError(
-            f"Invalid type for '{root}': expected an object, but got {type(payload).__name__} instead.",
-            code="invalid_type",
-            param=root,
-        )
-    try:
-        model = _session_adapter.validate_python(payload)
-    except ValidationError as exc:
-        code, message, param = describe_validation_error(exc, root)
-        raise ApiError(message, code=code, param=param) from None
-    return dict(model.model_dump(exclude_unset=True, mode="json"))
+    return validated(_session_adapter, payload, root)
+
+
+#: The objects a partial update merges into; any other object (``tool_choice``, ``truncation``, ``prompt``,
+#: ``reasoning``, ``tracing``, a voice) is replaced whole, as a forced tool or a prompt cannot be half changed.
+_MERGED = {"audio", "input", "output", "format", "transcription", "noise_reduction", "turn_detection"}
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +76,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
             and isinstance(current, dict)
             and value.get("type", current.get("type")) != current.get("type")
         )
-        if isinstance(value, dict) and isinstance(current, dict) and same_kind:
+        if isinstance(value, dict) and isinstance(current, dict) and same_kind and key in _MERGED:
             _merge(current, value)
         else:
             base[key] = copy.deepcopy(value)
@@ -101,19 +92,22 @@ class SessionState:
         self.created_at = int(time.time())
         self._data = _defaults(config.get("type", "realtime"), default_model)
         _merge(self._data, config)
+        self._check()
 
     @classmethod
     def from_client(cls, payload: Any, *, default_model: str = DEFAULT_MODEL) -> SessionState:
         return cls(validate_session(payload), default_model=default_model)
 
-    def update(self, payload: Any) -> None:
-        """Apply a ``session.update``; raises ``ApiError`` and leaves the session unchanged on bad input."""
+    def update(self, payload: Any, *, spoken: bool = False) -> None:
+        """Apply a ``session.update``; raises ``ApiError`` and leaves the session unchanged on bad input.
+        ``spoken``: the model has produced audio in this session (the voice is then fixed)."""
         update = validate_session(payload)
         if update.get("type") != self._data["type"]:
+            # The service's words, as clients that forget ``?intent=transcription`` report them (code
+            # ``invalid_parameter``); the other way round is worded the same way.
             raise ApiError(
-                f"Invalid value: '{update.get('type')}'. Cannot change the session type of a "
-                f"'{self._data['type']}' session.",
-                code="invalid_value",
+                f"Passing a {update.get('type')} session update to a {self._data['type']} session is not allowed.",
+                code="invalid_parameter",
                 param="session.type",
             )
         if self._data["type"] == "realtime" and "model" in update and update["model"] != self._data["model"]:
@@ -122,7 +116,20 @@ class SessionState:
                 code="invalid_value",
                 param="session.model",
             )
-        self._data = _merge(copy.deepcopy(self._data), update)
+        voice = ((update.get("audio") or {}).get("output") or {}).get("voice")
+        if self.kind == "realtime":
+            check_voice(self.voice_config, voice, spoken=spoken)
+        previous, self._data = self._data, _merge(copy.deepcopy(self._data), update)
+        try:
+            self._check()
+        except ApiError:
+            self._data = previous
+            raise
+
+    def _check(self) -> None:
+        """What must agree within the whole (merged) configuration."""
+        if self.kind == "realtime":
+            check_tool_choice(self.tool_choice, self.tools, "session.tool_choice")
 
     # -- what the engine reads ------------------------------------------------------------
     @property
@@ -158,6 +165,10 @@ class SessionState:
         return value if isinstance(value, dict) else None
 
     @property
+    def include(self) -> list[str]:
+        return list(self._data.get("include") or [])
+
+    @property
     def tools(self) -> list[dict[str, Any]]:
         return list(self._data.get("tools") or [])
 
@@ -166,8 +177,30 @@ class SessionState:
         return self._data.get("tool_choice", "auto")
 
     @property
+    def voice_config(self) -> str | dict[str, Any]:
+        """``audio.output.voice`` as set: a name, or ``{"id": "voice_…"}`` for a custom voice."""
+        value = ((self._data.get("audio") or {}).get("output") or {}).get("voice") or "marin"
+        return dict(value) if isinstance(value, dict) else str(value)
+
+    @property
     def voice(self) -> str:
-        return str(self._data.get("audio", {}).get("output", {}).get("voice") or "marin")
+        """The voice's name, or a custom voice's id (what a response reports as its ``audio.output.voice``)."""
+        value = self.voice_config
+        return str(value["id"]) if isinstance(value, dict) else value
+
+    @property
+    def input_format(self) -> dict[str, Any]:
+        """``audio.input.format`` as the session reports it (``{"type": "audio/pcm", "rate": 24000}`` by default)."""
+        return dict(self._data["audio"]["input"].get("format") or _PCM)
+
+    @property
+    def output_format(self) -> dict[str, Any]:
+        return dict(self._data.get("audio", {}).get("output", {}).get("format") or _PCM)
+
+    @property
+    def max_output_tokens(self) -> int | str:
+        value = self._data.get("max_output_tokens")
+        return value if isinstance(value, int) else "inf"
 
     def to_wire(self, expires_at: int | None = None) -> dict[str, Any]:
         data = copy.deepcopy(self._data)

@@ -293,41 +293,6 @@ async def test_answer_offers_opus_only(emulator: Emulator) -> None:
     assert rtpmaps and all("opus/48000/2" in line for line in rtpmaps)
 
 
-def preflight_for(origin: str) -> dict[str, str]:
-    """What a browser asks before it POSTs an SDP offer with a Bearer key (and the agents SDK's header)."""
-    return {
-        "Origin": origin,
-        "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization,content-type,x-openai-agents-sdk",
-    }
-
-
-async def test_cors_opens_calls_to_allowed_origins_only() -> None:
-    page = "http://127.0.0.1:3000"
-    preflight_headers = preflight_for(page)
-    async with Emulator(api_key=TEST_KEY, cors_origins=[page]) as emu, httpx.AsyncClient() as http:
-        preflight = await http.options(f"{emu.base_url}/realtime/calls", headers=preflight_headers)
-        foreign = await http.options(
-            f"{emu.base_url}/realtime/calls", headers={**preflight_headers, "Origin": "http://elsewhere:1"}
-        )
-        secrets_preflight = await http.options(f"{emu.base_url}/realtime/client_secrets", headers=preflight_headers)
-        pc = await offer()
-        posted = await http.post(
-            f"{emu.base_url}/realtime/calls",
-            content=pc.localDescription.sdp,
-            headers={"Authorization": f"Bearer {TEST_KEY}", "Content-Type": "application/sdp", "Origin": page},
-        )
-        await pc.close()
-    assert preflight.status_code == 200
-    assert preflight.headers["access-control-allow-origin"] == page
-    assert "x-openai-agents-sdk" in preflight.headers["access-control-allow-headers"].lower()
-    assert "access-control-allow-origin" not in foreign.headers
-    assert "access-control-allow-origin" not in secrets_preflight.headers
-    assert posted.status_code == 201
-    assert posted.headers["access-control-allow-origin"] == page
-    assert "location" in posted.headers["access-control-expose-headers"].lower()
-
-
 async def test_worker_processes_carry_calls_end_to_end(speech: PCM) -> None:
     """With workers, /calls is answered by a worker process; media, events, hangup and drop all work."""
     async with Emulator(api_key=TEST_KEY, workers=2) as emu, httpx.AsyncClient() as http:
@@ -357,19 +322,6 @@ async def test_worker_processes_carry_calls_end_to_end(speech: PCM) -> None:
                 await asyncio.sleep(0.05)
             assert call.pc.connectionState in ("closed", "failed")
             await call.close()
-
-
-async def test_an_origin_allowed_at_runtime_gets_cors_from_then_on() -> None:
-    """``BrowserCall`` learns the notebook page's origin only when the page shows the widget."""
-    page = "http://127.0.0.1:8888"
-    async with Emulator(api_key=TEST_KEY) as emu, httpx.AsyncClient() as http:
-        before = await http.options(f"{emu.base_url}/realtime/calls", headers=preflight_for(page))
-        emu.allow_origin(page + "/")
-        after = await http.options(f"{emu.base_url}/realtime/calls", headers=preflight_for(page))
-        with pytest.raises(ValueError, match="not a web origin"):
-            emu.allow_origin("javascript:alert(1)")
-    assert "access-control-allow-origin" not in before.headers
-    assert after.status_code == 200 and after.headers["access-control-allow-origin"] == page
 
 
 async def test_idle_timeout_over_webrtc_counts_from_output_audio_buffer_stopped(emulator: Emulator) -> None:

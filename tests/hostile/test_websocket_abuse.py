@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from rtkit.emulator.limits import MAX_EVENT_FRAME_BYTES
 from tests.conftest import TEST_KEY
 from tests.hostile import strategies as s
 from tests.hostile.conftest import Servers, answers_normally
@@ -82,13 +83,19 @@ def test_random_frames_never_close_the_connection(servers: Servers) -> None:
     check()
 
 
-def test_an_oversize_frame_closes_with_1009_and_others_are_unaffected(servers: Servers, client: Any) -> None:
+def test_an_oversize_frame_closes_with_1009_and_a_reason_and_others_are_unaffected(
+    servers: Servers, client: Any
+) -> None:
+    # The frame limit sits above the largest append the service takes (15 MiB of audio, 20 MiB of base64):
+    # an append a little over it gets an error event (tests/emulator/test_formats_and_limits.py); only a frame
+    # past the limit is closed, with a reason that says why.
     with open_ws(servers) as ws:
-        ws.send("x" * (17 * 2**20))
+        ws.send("x" * (MAX_EVENT_FRAME_BYTES + 1))
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 ws.recv(timeout=10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert closed.value.rcvd.reason.endswith(f"exceeds limit of {MAX_EVENT_FRAME_BYTES} bytes")
     answers_normally(servers, client)
 
 

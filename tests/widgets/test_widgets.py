@@ -17,6 +17,7 @@ from rtkit.errors import ConfigurationError, MicrophoneUnavailableError, Upstrea
 from rtkit.lab import LabBackend, start_backend
 from rtkit.session import RealtimeSession, ReconnectPolicy
 from rtkit.widgets import BrowserCall, ConnectionPanel, KeyPanel, LatencyPlot, LevelPlot, ScenarioPanel
+from tests.conftest import preflight_for
 
 FAST = ReconnectPolicy(max_attempts=4, initial_delay=0.05, max_delay=0.3)
 
@@ -76,21 +77,25 @@ async def test_the_lesson_call_is_on_the_side_the_reader_chose(
         backend.call(audio="speaker")
 
 
-async def test_a_browser_call_opens_the_emulator_to_its_page_only(backend: LabBackend) -> None:
-    call = backend.browser_call()
+async def test_a_browser_call_opens_a_restricted_emulator_to_its_page_only(backend: LabBackend) -> None:
+    """The lab's emulator answers any page, as the service does; one started with a list of origins (here, none)
+    is opened to the notebook's page when the page shows the call, and to no other."""
     page = "http://127.0.0.1:8888"
-    preflight = {
-        "Origin": page,
-        "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization",
-    }
-    async with httpx.AsyncClient() as http:
-        before = await http.options(f"{backend.base_url}/realtime/calls", headers=preflight)
-        call._on_browser_content({"kind": "hello", "frontend": "tab1", "origin": page})  # the page shows the widget
-        after = await http.options(f"{backend.base_url}/realtime/calls", headers=preflight)
-        other = await http.options(
-            f"{backend.base_url}/realtime/calls", headers={**preflight, "Origin": "http://127.0.0.1:9999"}
-        )
+    preflight = preflight_for(page, "authorization")
+    restricted = await start_backend(cors_origins=[])
+    try:
+        call = restricted.browser_call()
+        async with httpx.AsyncClient() as http:
+            default = await http.options(f"{backend.base_url}/realtime/calls", headers=preflight)
+            before = await http.options(f"{restricted.base_url}/realtime/calls", headers=preflight)
+            call.bridge.receive({"kind": "hello", "frontend": "tab1", "origin": page})  # the page shows it
+            after = await http.options(f"{restricted.base_url}/realtime/calls", headers=preflight)
+            other = await http.options(
+                f"{restricted.base_url}/realtime/calls", headers=preflight_for("http://127.0.0.1:9999", "authorization")
+            )
+    finally:
+        await restricted.close()
+    assert default.headers["access-control-allow-origin"] == "*"
     assert "access-control-allow-origin" not in before.headers
     assert after.headers["access-control-allow-origin"] == page
     assert "access-control-allow-origin" not in other.headers
