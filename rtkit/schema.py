@@ -571,17 +571,17 @@ class McpApprovalRequestItem(_Strict):
     arguments: str
 
 
-#: Every item a client may add to the conversation (the SDK's ``ConversationItem``), by ``type`` then ``role``.
-ConversationItem = Annotated[
+_ITEMS = (
     Message
     | FunctionCallItem
     | FunctionCallOutputItem
     | McpApprovalResponseItem
     | McpListToolsItem
     | McpCallItem
-    | McpApprovalRequestItem,
-    Field(discriminator="type"),
-]
+    | McpApprovalRequestItem
+)
+#: Every item a client may add to the conversation (the SDK's ``ConversationItem``), by ``type`` then ``role``.
+ConversationItem = Annotated[_ITEMS, Field(discriminator="type")]
 
 
 class ItemReference(_Strict):
@@ -592,14 +592,7 @@ class ItemReference(_Strict):
 
 
 ResponseInputItem = Annotated[
-    Message
-    | FunctionCallItem
-    | FunctionCallOutputItem
-    | McpApprovalResponseItem
-    | McpListToolsItem
-    | McpCallItem
-    | McpApprovalRequestItem
-    | ItemReference,
+    _ITEMS | ItemReference,
     Field(discriminator="type"),
 ]
 

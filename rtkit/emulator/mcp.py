@@ -29,7 +29,7 @@ from mcp.types import CallToolResult
 from mcp.types.jsonrpc import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from rtkit._ids import new_id
-from rtkit.emulator.stream import Event, _Output
+from rtkit.emulator.stream import Event, OutputItem
 from rtkit.emulator.tools import ToolCall
 
 __all__ = [
@@ -232,7 +232,7 @@ class McpListing:
         ]
 
 
-class McpApprovalRequestOutput(_Output):
+class McpApprovalRequestOutput(OutputItem):
     """A response whose output is a question to the client: may this call run? (``mcp_approval_request``)."""
 
     def __init__(self, response_id: str, request_id: str, call: ToolCall, *, in_conversation: bool = True) -> None:
@@ -245,16 +245,12 @@ class McpApprovalRequestOutput(_Output):
         }
         super().__init__(response_id, item, in_conversation=in_conversation, output_index=0)
 
-    @property
-    def id(self) -> str:
-        return str(self.item["id"])
-
     def close(self) -> list[Event]:
         self.closed = True
         return self._item_events("done") if self.opened else []
 
 
-class McpCallOutput(_Output):
+class McpCallOutput(OutputItem):
     """An ``mcp_call`` item: its arguments stream (``response.mcp_call_arguments.delta``/``done``), the call runs
     (``response.mcp_call.in_progress``) and ends ``completed`` with the server's output or ``failed`` with its
     error, both kept in the item."""
@@ -280,10 +276,6 @@ class McpCallOutput(_Output):
         }
         super().__init__(response_id, item, in_conversation=in_conversation, output_index=output_index)
         self._ctx = {"item_id": item["id"], "output_index": output_index}
-
-    @property
-    def id(self) -> str:
-        return str(self.item["id"])
 
     @property
     def arguments(self) -> str:

@@ -20,7 +20,9 @@ Event = tuple[str, dict[str, Any]]
 Status = Literal["completed", "incomplete"]
 
 
-class _Output:
+class OutputItem:
+    """One item of a response's output, and the events it owes the client: what was announced gets closed."""
+
     def __init__(self, response_id: str, item: dict[str, Any], *, in_conversation: bool, output_index: int) -> None:
         self.item = item
         self.response_id = response_id
@@ -30,6 +32,10 @@ class _Output:
         #: ``response.output_item.added`` was sent: from then on the item must be closed.
         self.opened = False
         self.closed = False
+
+    @property
+    def id(self) -> str:
+        return str(self.item["id"])
 
     def _item_events(self, kind: Literal["added", "done"]) -> list[Event]:
         events: list[Event] = [
@@ -53,7 +59,7 @@ class _Output:
         return self._item_events("added")
 
 
-class MessageOutput(_Output):
+class MessageOutput(OutputItem):
     """An assistant message with one content part: audio with its transcript, or text."""
 
     def __init__(self, response_id: str, *, audio: bool, in_conversation: bool = True, output_index: int = 0) -> None:
@@ -72,10 +78,6 @@ class MessageOutput(_Output):
         #: Audio sent so far, in ms of the output stream.
         self.audio_ms = 0
         self._ctx = {"response_id": response_id, "item_id": item["id"], "output_index": output_index}
-
-    @property
-    def id(self) -> str:
-        return str(self.item["id"])
 
     def open(self, previous_item_id: str | None) -> list[Event]:
         part = {"type": "audio", "transcript": ""} if self.audio else {"type": "text", "text": ""}
@@ -139,7 +141,7 @@ class MessageOutput(_Output):
         return events + self._item_events("done")
 
 
-class FunctionCallOutput(_Output):
+class FunctionCallOutput(OutputItem):
     """A function call whose arguments stream as deltas. Only a call that completed gets
     ``response.function_call_arguments.done``: clients run the function on that event, and a cut call's
     arguments are not a call to run (its ``output_item.done`` says ``incomplete``)."""
@@ -161,10 +163,6 @@ class FunctionCallOutput(_Output):
             "output_index": output_index,
             "call_id": item["call_id"],
         }
-
-    @property
-    def id(self) -> str:
-        return str(self.item["id"])
 
     @property
     def arguments(self) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,56 +13,14 @@ import websockets
 from rtkit.audio.pcm import REALTIME_RATE, tone
 from rtkit.emulator import Emulator
 from tests.conftest import TEST_KEY
-
-
-class Conn:
-    """A raw WebSocket conversation with helpers to send an event and read until a type shows up."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.seen: list[dict[str, Any]] = []
-
-    async def send(self, event: dict[str, Any]) -> None:
-        await self.ws.send(json.dumps(event))
-
-    async def until(self, kind: str, timeout: float = 10) -> dict[str, Any]:
-        while True:
-            event = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-            self.seen.append(event)
-            if event["type"] == kind:
-                return event
-
-    async def error_for(self, event: dict[str, Any]) -> dict[str, Any]:
-        await self.send({**event, "event_id": "evt_client_1"})
-        error = (await self.until("error"))["error"]
-        assert error["event_id"] == "evt_client_1"
-        return dict(error)
+from tests.emulator.wire import Conn, append, open_conn, text_item
 
 
 @pytest.fixture
 async def conn(emulator: Emulator) -> AsyncIterator[Conn]:
-    async with websockets.connect(
-        f"{emulator.websocket_url}/realtime?model=gpt-realtime",
-        additional_headers={"Authorization": f"Bearer {TEST_KEY}"},
-    ) as ws:
-        c = Conn(ws)
-        await c.until("session.created")
+    c = await open_conn(emulator)
+    async with c.ws:
         yield c
-
-
-def append(pcm: np.ndarray) -> dict[str, Any]:
-    return {
-        "type": "input_audio_buffer.append",
-        "audio": base64.b64encode(pcm.astype("<i2").tobytes()).decode(),
-    }
-
-
-def text_item(text: str, role: str = "user") -> dict[str, Any]:
-    kind = "input_text" if role == "user" else "output_text"
-    return {
-        "type": "conversation.item.create",
-        "item": {"type": "message", "role": role, "content": [{"type": kind, "text": text}]},
-    }
 
 
 async def test_beta_field_in_session_update_is_rejected_whole(conn: Conn) -> None:

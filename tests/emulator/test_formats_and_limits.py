@@ -14,7 +14,6 @@ import base64
 import json
 import time
 import warnings
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ from rtkit.emulator import Emulator
 from rtkit.emulator.limits import MAX_APPEND_AUDIO_BYTES, session_expired
 from rtkit.emulator.responders import voice_text
 from tests.conftest import TEST_KEY, assert_valid_server_events
-from tests.emulator.test_events import Conn, text_item
+from tests.emulator.wire import Conn, open_conn, shared_emulator, text_item
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -41,23 +40,7 @@ G711 = ["audio/pcmu", "audio/pcma"]
 REPLY_TEXT = "Hello in eight kilohertz."
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def emulator() -> AsyncIterator[Emulator]:
-    """One emulator for the module: every test opens its own session on it."""
-    async with Emulator(api_key=TEST_KEY) as emu:
-        yield emu
-    assert_valid_server_events(list(emu.server_events))
-
-
-async def open_conn(emulator: Emulator, **kwargs: Any) -> Conn:
-    ws = await websockets.connect(
-        f"{emulator.websocket_url}/realtime?model=gpt-realtime",
-        additional_headers={"Authorization": f"Bearer {TEST_KEY}"},
-        **kwargs,
-    )
-    conn = Conn(ws)
-    await conn.until("session.created")
-    return conn
+emulator = shared_emulator()
 
 
 async def close(conn: Conn) -> None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 import uvicorn
 import websockets
 from mcp.server.mcpserver import MCPServer
@@ -22,7 +21,7 @@ from mcp.types import ToolAnnotations
 
 from rtkit.emulator import Emulator
 from tests.conftest import TEST_KEY, assert_valid_server_events, free_port
-from tests.emulator.test_events import Conn, text_item
+from tests.emulator.wire import Conn, shared_conn, shared_emulator, text_item
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -77,23 +76,10 @@ def tool_server() -> Iterator[ToolServer]:
         yield server
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator(api_key=TEST_KEY) as emu:
-        yield emu
-    assert_valid_server_events(list(emu.server_events))
+emulator = shared_emulator()
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def conn(emulator: Emulator) -> AsyncIterator[Conn]:
-    async with websockets.connect(
-        f"{emulator.websocket_url}/realtime?model=gpt-realtime",
-        additional_headers={"Authorization": f"Bearer {TEST_KEY}"},
-    ) as ws:
-        c = Conn(ws)
-        await c.until("session.created")
-        yield c
-    assert_valid_server_events(c.seen)
+conn = shared_conn()
 
 
 def mcp_tool(url: str, **options: Any) -> dict[str, Any]:

@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
-import websockets
 
-from rtkit.emulator import Emulator
-from tests.conftest import TEST_KEY, assert_valid_server_events
-from tests.emulator.test_events import Conn, text_item
+from tests.emulator.wire import Conn, shared_conn, shared_emulator, text_item
 
 shared_loop = pytest.mark.asyncio(loop_scope="module")
 pytestmark = shared_loop
@@ -32,24 +27,10 @@ LOOKUP = {
 LOOKUP_TEXT = "please lookup " + "the history of every realtime protocol ever written, " * 12
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def emulator() -> AsyncIterator[Emulator]:
-    """One emulator for the module: every test opens its own session on it."""
-    async with Emulator(api_key=TEST_KEY) as emu:
-        yield emu
-    assert_valid_server_events(list(emu.server_events))
+emulator = shared_emulator()
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def conn(emulator: Emulator) -> AsyncIterator[Conn]:
-    async with websockets.connect(
-        f"{emulator.websocket_url}/realtime?model=gpt-realtime",
-        additional_headers={"Authorization": f"Bearer {TEST_KEY}"},
-    ) as ws:
-        c = Conn(ws)
-        await c.until("session.created")
-        yield c
-    assert_valid_server_events(c.seen)
+conn = shared_conn()
 
 
 async def update(conn: Conn, **session: Any) -> None:

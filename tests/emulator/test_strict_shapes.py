@@ -6,16 +6,11 @@ validated with the SDK's ``RealtimeServerEvent``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
-import websockets
 
-from rtkit.emulator import Emulator
-from tests.conftest import TEST_KEY, assert_valid_server_events
-from tests.emulator.test_events import Conn, text_item
+from tests.emulator.wire import Conn, shared_conn, shared_emulator, text_item
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -23,24 +18,10 @@ MCP_SERVER = {"type": "mcp", "server_label": "docs", "server_url": "https://mcp.
 LOOKUP = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def emulator() -> AsyncIterator[Emulator]:
-    """One emulator for the module: every test opens its own session on it."""
-    async with Emulator(api_key=TEST_KEY) as emu:
-        yield emu
-    assert_valid_server_events(list(emu.server_events))
+emulator = shared_emulator()
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def conn(emulator: Emulator) -> AsyncIterator[Conn]:
-    async with websockets.connect(
-        f"{emulator.websocket_url}/realtime?model=gpt-realtime",
-        additional_headers={"Authorization": f"Bearer {TEST_KEY}"},
-    ) as ws:
-        c = Conn(ws)
-        await c.until("session.created")
-        yield c
-    assert_valid_server_events(c.seen)
+conn = shared_conn()
 
 
 async def refused(conn: Conn, event: dict[str, Any]) -> dict[str, Any]:

@@ -7,20 +7,18 @@ validated with the SDK's ``RealtimeServerEvent``."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import pytest_asyncio
 import websockets
 from openai.types.realtime import RealtimeTranscriptionSessionCreateRequest, SessionCreatedEvent
 
 from rtkit.audio.pcm import REALTIME_RATE, tone
 from rtkit.emulator import Emulator
 from tests.conftest import TEST_KEY, assert_valid_server_events
-from tests.emulator.test_events import Conn, append
+from tests.emulator.wire import Conn, append, shared_emulator
 
 shared_loop = pytest.mark.asyncio(loop_scope="module")
 pytestmark = shared_loop
@@ -29,12 +27,7 @@ DELTA = "conversation.item.input_audio_transcription.delta"
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def emulator() -> AsyncIterator[Emulator]:
-    """One emulator for the module: every test opens its own session on it."""
-    async with Emulator(api_key=TEST_KEY) as emu:
-        yield emu
-    assert_valid_server_events(list(emu.server_events))
+emulator = shared_emulator()
 
 
 async def connect(emulator: Emulator, query: str, key: str = TEST_KEY) -> Any:
