@@ -4,7 +4,8 @@ rtkit makes a Realtime call from two places: the kernel itself (``RealtimeSessio
 WebSocket, audio from a source into a sink) or the notebook's browser tab (``rtkit.widgets.BrowserCall``:
 the page's microphone and speaker, the kernel as its backend). Plots, panels, scenarios and lessons are
 written once, against ``LiveCall``; ``CallCore`` holds what both implementations share: the states and
-their reconnection policy, the event stream and its errors, waiting for events, and the client events.
+their reconnection policy, the one connect path (a key, one fresh key after a refusal, the config, the earlier
+turns), the transport, the event stream and its errors, waiting for events, and the client events.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import json
 import logging
 import random
 import time
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydantic import BaseModel
 
 from rtkit._ids import fingerprint
 from rtkit.audio.meter import Level, LevelMeter
@@ -35,10 +39,13 @@ from rtkit.errors import (
     TokenExpiredError,
 )
 from rtkit.events import Broadcast, EventWaiters, next_value
-from rtkit.keys import KeyProvider, RefusableKeyProvider
+from rtkit.keys import KeyProvider, RefusableKeyProvider, as_provider
 from rtkit.metrics import BargeIn, ConnectRecord, SessionMetrics
 from rtkit.resume import ResumePolicy, Resumer
 from rtkit.tokens import EphemeralKey
+
+if TYPE_CHECKING:  # the transports package loads aiortc: a browser call has no need of it
+    from rtkit.transports.base import Transport
 
 __all__ = ["CallCore", "ConnectionState", "LiveCall", "ReconnectPolicy", "StateChange", "TransportChoice"]
 
@@ -109,6 +116,8 @@ class LiveCall(Protocol):
 
     async def disconnect(self) -> None: ...
 
+    async def close(self) -> None: ...
+
     def send(self, event: dict[str, Any]) -> None: ...
 
     def update_session(self, **fields: Any) -> None: ...
@@ -128,27 +137,31 @@ class LiveCall(Protocol):
     async def wait_for_state(self, *states: ConnectionState, timeout: float = 30.0) -> StateChange: ...
 
 
-class CallCore:
-    """The part of a call that does not care where the audio is. Subclasses open and close the actual
-    connection (``_establish``, ``send``, ``disconnect``); everything observable goes through here."""
+class CallCore(ABC):
+    """The part of a call that does not care where the audio is. A subclass says how a transport is opened with
+    a key (``_open_transport``: the kernel's WebRTC or WebSocket, or the call the page makes) and how to check
+    the microphone; connecting, reconnecting, hanging up and everything observable go through here."""
 
     #: The name used in log lines ("session", "browser call").
     _log_name = "call"
+    #: What the docs call the object, for hints ("await session.connect() first").
+    _var_name = "call"
     _logger = logging.getLogger("rtkit.call")
 
-    def _init_core(
+    def __init__(
         self,
-        keys: KeyProvider,
-        config: dict[str, Any] | None,
-        transport: TransportChoice,
-        reconnect: ReconnectPolicy | None,
-        connect_timeout: float,
+        keys: KeyProvider | str,
+        config: BaseModel | dict[str, Any] | None = None,
+        *,
+        transport: TransportChoice = "auto",
+        reconnect: ReconnectPolicy | None = None,
+        connect_timeout: float = 10.0,
         resume: ResumePolicy | None = None,
     ) -> None:
         if transport not in ("webrtc", "websocket", "auto"):
             raise ConfigurationError(f"Unknown transport {transport!r}.", hint="use 'webrtc', 'websocket' or 'auto'")
-        self._keys = keys
-        self.config = config
+        self._keys = as_provider(keys)
+        self.config = config.model_dump(exclude_none=True, mode="json") if isinstance(config, BaseModel) else config
         self.transport_choice: TransportChoice = transport
         self.reconnect_policy = reconnect if reconnect is not None else ReconnectPolicy()
         self.connect_timeout = connect_timeout
@@ -164,6 +177,8 @@ class CallCore:
         self._resumer = Resumer(self, self.resume_policy, self.conversation)
         #: The last key used (its ``repr`` shows only a fingerprint); ``None`` for a plain string key.
         self.key: EphemeralKey | None = None
+        #: The connection in use (the last one opened); ``transport_name`` says over what.
+        self.transport: Transport | None = None
         self._state: ConnectionState = "disconnected"
         self._closing = False
         self._waiters = EventWaiters()
@@ -177,7 +192,7 @@ class CallCore:
     @property
     def transport_name(self) -> str | None:
         """``"webrtc"`` or ``"websocket"`` once connected (the one really used, after any fallback)."""
-        raise NotImplementedError
+        return self.transport.name if self.transport is not None else None
 
     @property
     def levels(self) -> Broadcast[Level]:
@@ -197,7 +212,7 @@ class CallCore:
         self._state_changed(change)
         self.states.publish(change)
 
-    def _state_changed(self, change: StateChange) -> None:
+    def _state_changed(self, change: StateChange) -> None:  # noqa: B027 (an optional hook)
         """For subclasses that show the state somewhere before subscribers hear of it."""
 
     # -- connecting -------------------------------------------------------------------------
@@ -215,11 +230,87 @@ class CallCore:
             self._set_state("failed", reason=str(exc), error=exc)
             raise
 
-    async def _prepare(self) -> None:
+    async def _prepare(self) -> None:  # noqa: B027 (an optional hook)
         """What a first connection needs besides the call itself (the kernel's audio devices, say)."""
 
+    async def disconnect(self) -> None:
+        """Hang up and stop reconnecting; the state becomes ``disconnected``. ``connect()`` may follow."""
+        self._closing = True
+        await self._stop_reconnecting()
+        if self.transport is not None:
+            await self.transport.close()
+        if self._state != "disconnected":
+            self._set_state("disconnected", reason="closed")
+        await self._hung_up()
+
+    async def _hung_up(self) -> None:  # noqa: B027 (an optional hook)
+        """What a hang-up releases besides the transport (the kernel's audio devices, the page's microphone)."""
+
+    async def close(self) -> None:
+        """``disconnect()``, and let go of whatever else the call holds (the browser call's widget)."""
+        await self.disconnect()
+
+    @abstractmethod
+    async def check_microphone(self) -> None:
+        """Open and close the microphone the call would use: raises ``MicrophoneUnavailableError`` (or
+        ``MicrophoneDeniedError``) with a hint when there is none or it may not be used."""
+
     async def _establish(self, attempt: int) -> None:
-        raise NotImplementedError
+        """One attempt: a key, a transport opened with it (one fresh key if the API refuses it), the session's
+        config, the earlier turns; only then ``connected``. Records the attempt either way."""
+        self._set_state("connecting", attempt=attempt)
+        record = ConnectRecord(attempt=attempt + 1)
+        started = time.perf_counter()
+        try:
+            await self._before_open()
+            created = self._expect("session.created")
+            await self._open_with_one_fresh_key(record)
+            await asyncio.wait_for(created, self.connect_timeout)
+            record.session_created_ms = round((time.perf_counter() - started) * 1000, 2)
+            if self.config:
+                await self._apply_config()
+            await self._restore_conversation(attempt)
+        except TimeoutError:
+            error = NetworkLostError("The Realtime API did not start the session in time.")
+            self._record_failure(record, started, error)
+            raise error from None
+        except RtkitError as exc:
+            self._record_failure(record, started, exc)
+            raise
+        self._record_success(record, started, attempt)
+
+    async def _before_open(self) -> None:  # noqa: B027 (an optional hook)
+        """What each attempt waits for before a key is minted (the browser call: a page showing it)."""
+
+    @abstractmethod
+    async def _open_transport(self, key: str, record: ConnectRecord) -> None:
+        """Open ``self.transport`` with ``key``: raise ``AuthenticationError`` when the API refuses the key, the
+        matching ``RtkitError`` for anything else."""
+
+    async def _open_with_one_fresh_key(self, record: ConnectRecord) -> None:
+        """The one place a refused key is met, for both calls: it earns one fresh key, not a loop (a provider
+        that hands back the same dead key, or a fresh key refused too, is a real failure)."""
+        key = await self._mint(record)
+        try:
+            await self._open_transport(key, record)
+        except AuthenticationError as first:
+            fresh = await self._mint_after_refusal(record, key, first)
+        else:
+            self._record_transport(record)
+            return
+        try:
+            await self._open_transport(fresh, record)
+        except AuthenticationError as second:
+            raise self._refused_again(second) from second
+        self._record_transport(record)
+
+    def _record_transport(self, record: ConnectRecord) -> None:
+        transport = self.transport
+        assert transport is not None
+        timings = transport.timings
+        record.transport = transport.name
+        record.offer_ms, record.answer_ms = timings.offer_ms, timings.answer_ms
+        record.connected_ms, record.channel_open_ms = timings.connected_ms, timings.channel_open_ms
 
     async def _stop_reconnecting(self) -> None:
         task = self._reconnect_task
@@ -320,7 +411,9 @@ class CallCore:
         self._reconnect_task = asyncio.ensure_future(self._reconnect(None, planned=True))
 
     async def _before_attempt(self) -> None:
-        """Clean up what the previous attempt left behind (the kernel's transport)."""
+        """Close what the previous attempt left behind."""
+        if self.transport is not None:
+            await self.transport.close()
 
     async def _reconnect(self, cause: RtkitError | None, *, planned: bool = False) -> None:
         """A fresh key per attempt (the old one may be what failed), exponential backoff with jitter, and the
@@ -406,7 +499,11 @@ class CallCore:
     # -- client events --------------------------------------------------------------------
     def send(self, event: dict[str, Any]) -> None:
         """Send one client event as is."""
-        raise NotImplementedError
+        if self.transport is None or self._state not in ("connected", "connecting"):
+            raise NetworkLostError(
+                f"The {self._var_name} is not connected.", hint=f"await {self._var_name}.connect() first"
+            )
+        self.transport.send(event)
 
     def update_session(self, **fields: Any) -> None:
         """Change the session config now, and on every reconnection after."""

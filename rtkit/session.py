@@ -9,9 +9,7 @@ reconnects with exponential backoff, up to a limit, re-applying its session conf
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -24,8 +22,8 @@ from rtkit.audio.base import AudioSink, AudioSource
 from rtkit.audio.pcm import PCM
 from rtkit.barge_in import Playout, playout_sink
 from rtkit.call import CallCore, ConnectionState, LiveCall, ReconnectPolicy, StateChange, TransportChoice
-from rtkit.errors import AuthenticationError, NetworkLostError, RtkitError, WebRTCUnavailableError
-from rtkit.keys import KeyProvider, as_provider
+from rtkit.errors import NetworkLostError, RtkitError, WebRTCUnavailableError
+from rtkit.keys import KeyProvider
 from rtkit.metrics import BargeIn, ConnectRecord
 from rtkit.resume import ResumePolicy
 from rtkit.tokens import OPENAI_BASE_URL
@@ -58,6 +56,7 @@ class RealtimeSession(CallCore):
     """A conversation with the Realtime API (or the emulator: only ``base_url`` differs), audio in the kernel."""
 
     _log_name = "session"
+    _var_name = "session"
     _logger = log
 
     def __init__(
@@ -77,13 +76,8 @@ class RealtimeSession(CallCore):
         disconnect_grace: float = 3.0,
         resume: ResumePolicy | None = None,
     ) -> None:
-        self._init_core(
-            as_provider(keys),
-            config.model_dump(exclude_none=True, mode="json") if isinstance(config, BaseModel) else config,
-            transport,
-            reconnect,
-            connect_timeout,
-            resume,
+        super().__init__(
+            keys, config, transport=transport, reconnect=reconnect, connect_timeout=connect_timeout, resume=resume
         )
         self.base_url = base_url.rstrip("/")
         self.source = source
@@ -92,7 +86,6 @@ class RealtimeSession(CallCore):
         #: Packets of look-ahead in the WebRTC receive jitter buffer (default: 1 on loopback, else 2).
         self.jitter_packets = jitter_packets
         self.model = (self.config or {}).get("model", model)
-        self.transport: Transport | None = None
         self._audio_started = False
         self._out_resampler: _Resampler | None = None
         #: How long a connection may go quiet before it counts as lost: over WebRTC, seconds without a packet
@@ -102,31 +95,17 @@ class RealtimeSession(CallCore):
         self._playout = Playout(sink.sample_rate if sink else 24_000)
         self._played_without_sink = 0
 
-    @property
-    def transport_name(self) -> str | None:
-        return self.transport.name if self.transport else None
-
     # -- lifecycle ------------------------------------------------------------------------
     async def _prepare(self) -> None:
         await self._start_audio()
 
-    async def close(self) -> None:
-        """Hang up and stop reconnecting; the state becomes ``disconnected``."""
-        self._closing = True
-        await self._stop_reconnecting()
-        if self.transport is not None:
-            await self.transport.close()
-        if self._state != "disconnected":
-            self._set_state("disconnected", reason="closed")
+    async def _hung_up(self) -> None:
+        """The microphone and speaker are let go with the call (``connect()`` opens them again)."""
         if self._audio_started:
             self._audio_started = False
             for part in (self.source, self.sink):
                 if part is not None:
                     await part.close()
-
-    async def disconnect(self) -> None:
-        """The same as ``close()``: the name ``BrowserCall`` uses too (``LiveCall``)."""
-        await self.close()
 
     async def check_microphone(self) -> None:
         """Open and close the kernel's default microphone: raises ``MicrophoneUnavailableError`` (or
@@ -183,58 +162,26 @@ class RealtimeSession(CallCore):
             disconnect_grace=self.disconnect_grace,
         )
 
-    async def _establish(self, attempt: int) -> None:
-        self._set_state("connecting", attempt=attempt)
-        record = ConnectRecord(attempt=attempt + 1)
-        started = time.perf_counter()
-        try:
-            key = await self._mint(record)
-            created = self._expect("session.created")
-            await self._open_transport(key, record)
-            assert self.transport is not None
-            await asyncio.wait_for(created, self.connect_timeout)
-            record.session_created_ms = round((time.perf_counter() - started) * 1000, 2)
-            if self.config:
-                await self._apply_config()
-            await self._restore_conversation(attempt)
-        except TimeoutError:
-            error = NetworkLostError("The Realtime API did not start the session in time.")
-            self._record_failure(record, started, error)
-            raise error from None
-        except RtkitError as exc:
-            self._record_failure(record, started, exc)
-            raise
-        self._record_success(record, started, attempt)
-
-    async def _open_transport(self, value: str, record: ConnectRecord) -> None:
-        order = self._order()
-        refreshed = False
-        index = 0
-        while index < len(order):
+    async def _open_transport(self, key: str, record: ConnectRecord) -> None:
+        """WebRTC, else (when it cannot be set up) the WebSocket. A fresh key after a refusal is tried where the
+        refused one was: a fallback this attempt already made holds."""
+        order, index = self._order(), 0
+        if record.refused_key is not None and self.transport is not None and self.transport.name in order:
+            index = order.index(self.transport.name)
+        while True:
             kind = order[index]
+            transport = self._make(kind)
+            self.transport = transport
             try:
-                transport = self._make(kind)
-                self.transport = transport
-                await transport.connect(value, self.source)
-            except AuthenticationError as exc:
-                # Expired, or revoked while a cache still served it: one fresh key, not a loop.
-                if refreshed:
-                    raise self._refused_again(exc) from exc
-                refreshed, value = True, await self._mint_after_refusal(record, value, exc)
-                continue
+                await transport.connect(key, self.source)
+                return
             except WebRTCUnavailableError as exc:
-                if index + 1 < len(order):
-                    self._notice(
-                        "rtkit.transport_fallback", from_transport=kind, to_transport=order[index + 1], reason=str(exc)
-                    )
-                    index += 1
-                    continue
-                raise
-            timings = transport.timings
-            record.transport = kind
-            record.offer_ms, record.answer_ms = timings.offer_ms, timings.answer_ms
-            record.connected_ms, record.channel_open_ms = timings.connected_ms, timings.channel_open_ms
-            return
+                if index + 1 >= len(order):
+                    raise
+                self._notice(
+                    "rtkit.transport_fallback", from_transport=kind, to_transport=order[index + 1], reason=str(exc)
+                )
+                index += 1
 
     # -- transport callbacks ----------------------------------------------------------------
     def _on_audio(self, pcm: PCM, rate: int) -> None:
@@ -319,21 +266,11 @@ class RealtimeSession(CallCore):
             return
         self._lost(error, str(error) if error else "the server closed the connection")
 
-    async def _before_attempt(self) -> None:
-        if self.transport is not None:
-            await self.transport.close()
-
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         async for event in self.events:
             yield event
 
     # -- client events --------------------------------------------------------------------
-    def send(self, event: dict[str, Any]) -> None:
-        """Send one client event as is."""
-        if self.transport is None or self._state not in ("connected", "connecting"):
-            raise NetworkLostError("The session is not connected.", hint="await session.connect() first")
-        self.transport.send(event)
-
     def clear_output_audio(self) -> None:
         """Stop the model's voice now (WebRTC) by hand; a user speaking over it does this on its own (``BargeIn``)."""
         if self.transport is not None and self.transport.name == "webrtc":

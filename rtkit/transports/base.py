@@ -6,7 +6,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from rtkit.audio.base import AudioSource
 from rtkit.audio.pcm import PCM
@@ -46,7 +46,8 @@ class ConnectTimings:
 class Transport(ABC):
     """One live connection to the Realtime API carrying events and audio both ways."""
 
-    name: ClassVar[str]
+    #: ``"webrtc"`` or ``"websocket"``: fixed by the class in the kernel; a call the page makes says which it used.
+    name: str
 
     def __init__(
         self,

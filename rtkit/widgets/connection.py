@@ -1,4 +1,7 @@
-"""The connection panel: connect/disconnect, transport choice, a state light, reconnect attempts, event log."""
+"""The connection panel: connect/disconnect, transport choice, a state light, reconnect attempts, event log.
+
+A browser call brings its own controls (its card: Connect, Mute, Hang up, the state and what went wrong): with
+one, the panel shows that card in their place, so that a call has one set of buttons and one status line."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import ipywidgets as widgets
 
 from rtkit.call import LiveCall, StateChange
 from rtkit.widgets._ui import Throttle, error_html, light, spawn
+from rtkit.widgets.browser_call import BrowserCall
 
 #: Events too chatty to log one by one by default (they arrive tens of times a second).
 NOISY = (
@@ -23,8 +27,9 @@ NOISY = (
 
 class ConnectionPanel(widgets.VBox):
     """Everything about one call's connection, whether the kernel (``RealtimeSession``) or the browser tab
-    (``BrowserCall``) holds the audio. ``await panel.connect()`` / ``disconnect()`` do what the buttons do;
-    ``panel.lines`` holds the event log lines, ``panel.states`` the transitions seen."""
+    (``BrowserCall``, whose card takes the place of the panel's buttons and status) holds the audio.
+    ``await panel.connect()`` / ``disconnect()`` do what the buttons do; ``panel.lines`` holds the event log
+    lines, ``panel.states`` the transitions seen."""
 
     def __init__(self, session: LiveCall, *, log_lines: int = 200, show_noisy: bool = False) -> None:
         self.session = session
@@ -56,20 +61,20 @@ class ConnectionPanel(widgets.VBox):
         self._buttons(session.state)
         session.states.on(self._on_state)
         session.events.on(self._on_event)
-        children: list[widgets.Widget] = [
+        controls: list[widgets.Widget] = [
             widgets.HBox([self._connect, self._disconnect, self._transport, self._light, self._attempts]),
             self._status,
-            widgets.HBox([self._filter, self._noisy]),
-            self._log,
         ]
-        if isinstance(session, widgets.DOMWidget):
-            # A BrowserCall: its own view is the page's half of the call (microphone, speaker, meters), and the
-            # call needs a page showing it. Inside the panel, showing the panel is enough.
-            children.insert(0, session)
-        super().__init__(children)
+        #: A browser call's card: the page's half of the call (microphone, speaker, meters, its buttons and
+        #: status), which needs to be on show for the page to make calls.
+        self.card = session.widget if isinstance(session, BrowserCall) else None
+        if self.card is not None:
+            controls = [self.card]
+        super().__init__([*controls, widgets.HBox([self._filter, self._noisy]), self._log])
 
     async def connect(self) -> None:
-        self.session.transport_choice = self._transport.value
+        if self.card is None:
+            self.session.transport_choice = self._transport.value
         if self.session.state == "connected":
             return  # the status already says over what
         self._status.value = ""  # the "connected" state change writes the new one

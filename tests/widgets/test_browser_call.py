@@ -1,7 +1,7 @@
 """``BrowserCall``: the notebook's browser tab makes the call, the kernel is its backend.
 
-Two halves. The first drives the kernel side through the widget's own message handler, as a scripted
-browser would, to pin down the protocol, the error mapping and reconnection in milliseconds. The second
+Two halves. The first drives the kernel side through a scripted page (a ``PageBridge`` passed to the call as
+``bridge=``), to pin down the protocol, the error mapping and reconnection in milliseconds. The second
 is the real thing: JupyterLab from the venv, a notebook that starts the emulator in its kernel and shows a
 ``BrowserCall``, and Debian's Chromium (headless, fake microphone) running its cells; the notebook asserts
 in its own cells, and the test reads the saved notebook and the page. Screenshots go to ``artifacts/``.
@@ -10,19 +10,21 @@ in its own cells, and the test reads the saved notebook and the page. Screenshot
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import re
 import secrets
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import ipywidgets as widgets
 import pytest
 
 pytest.importorskip("anywidget", reason="needs anywidget (pip install -e '.[lab]')")
 
+from rtkit.call import CallCore
 from rtkit.errors import (
     ConfigurationError,
     MicrophoneDeniedError,
@@ -32,8 +34,9 @@ from rtkit.errors import (
     TokenExpiredError,
     UpstreamError,
 )
-from rtkit.session import ReconnectPolicy, StateChange
+from rtkit.session import RealtimeSession, ReconnectPolicy, StateChange
 from rtkit.widgets import BrowserCall, ConnectionPanel, LevelPlot
+from rtkit.widgets.page import PageBridge, PageTransport
 from tests.jupyterlab import SCRIPTED, Lab, NotebookRun, missing_lab_tools, run_in_lab, running_lab, write_notebook
 
 FAST = ReconnectPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05)
@@ -44,37 +47,52 @@ EK = re.compile(r"ek_[A-Za-z0-9]{8,}")
 # ---- the kernel side, with a scripted browser ---------------------------------------------------------
 
 
-class ScriptedBrowser:
-    """Plays the browser half of the protocol: reads what the kernel posts, answers as the JS module would."""
+class ScriptedPage(PageBridge):
+    """The kernel's end of the protocol, with the page scripted: what the kernel posts is kept in ``posted``, and
+    each ``ScriptedBrowser`` tab answers through ``receive``, as the widget's messages would arrive."""
 
-    def __init__(self, call: BrowserCall, frontend: str = "tab1") -> None:
-        self.call = call
-        self.frontend = frontend
+    def __init__(self) -> None:
+        super().__init__()
         self.posted: list[dict[str, Any]] = []
-        self._opens_read = 0
-        call._post = self.posted.append  # type: ignore[method-assign]
+        self.opens_read = 0
+
+    def post(self, message: dict[str, Any]) -> None:
+        self.posted.append(message)
+
+
+@dataclass
+class ScriptedBrowser:
+    """One tab showing the call: answers as ``static/browser_call.js`` would."""
+
+    page: ScriptedPage
+    frontend: str = "tab1"
+    #: The attempt of the call this tab opened last.
+    attempt: int | None = None
+
+    @property
+    def posted(self) -> list[dict[str, Any]]:
+        return self.page.posted
 
     def tab(self, frontend: str) -> ScriptedBrowser:
         """Another page showing the same notebook (a second tab, or this one reloaded)."""
-        other = copy.copy(self)
-        other.frontend = frontend
-        return other
+        return ScriptedBrowser(self.page, frontend)
 
     def say(self, kind: str, **fields: Any) -> None:
-        self.call._on_browser_content({"kind": kind, "frontend": self.frontend, **fields})
+        self.page.receive({"kind": kind, "frontend": self.frontend, **fields})
 
     async def next_open(self, timeout: float = 2.0) -> dict[str, Any]:
         """The next ``open`` message the kernel posts (the key and the attempt to answer)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             opens = [m for m in self.posted if m["kind"] == "open"]
-            if len(opens) > self._opens_read:
-                self._opens_read += 1
-                return opens[self._opens_read - 1]
+            if len(opens) > self.page.opens_read:
+                self.page.opens_read += 1
+                return opens[self.page.opens_read - 1]
             await asyncio.sleep(0.005)
         raise AssertionError(f"no open message; posted: {self.posted}")
 
     def start_session(self, open_msg: dict[str, Any], transport: str = "webrtc") -> None:
+        self.attempt = open_msg["attempt"]
         self.say("event", event={"type": "session.created", "event_id": "event_1", "session": {}})
         self.say("opened", attempt=open_msg["attempt"], transport=transport, timings={"answer_ms": 12.5})
 
@@ -90,6 +108,12 @@ class Keys:
         return self.minted[-1]
 
 
+def scripted(keys: Keys | None = None, **options: Any) -> tuple[BrowserCall, ScriptedBrowser]:
+    """A call whose page is scripted, and its first tab."""
+    page = ScriptedPage()
+    return BrowserCall(keys if keys is not None else Keys(), bridge=page, **options), ScriptedBrowser(page)
+
+
 async def connected(call: BrowserCall, browser: ScriptedBrowser) -> None:
     task = asyncio.ensure_future(call.connect())
     browser.say("hello")
@@ -99,8 +123,7 @@ async def connected(call: BrowserCall, browser: ScriptedBrowser) -> None:
 
 async def test_connect_hands_the_key_over_in_a_message_and_never_in_the_widget_state() -> None:
     keys = Keys()
-    call = BrowserCall(keys, base_url="http://127.0.0.1:9/v1/")
-    browser = ScriptedBrowser(call)
+    call, browser = scripted(keys, base_url="http://127.0.0.1:9/v1/")
     states: list[StateChange] = []
     call.states.on(states.append)
     task = asyncio.ensure_future(call.connect())
@@ -110,19 +133,19 @@ async def test_connect_hands_the_key_over_in_a_message_and_never_in_the_widget_s
     browser.start_session(opened)
     await task
 
-    assert call.state == call.status == "connected" and call.transport == "webrtc"
+    assert call.state == call.widget.status == "connected" and call.transport_name == "webrtc"
+    assert isinstance(call.transport, PageTransport) and call.widget.transport == "webrtc"
     assert [s.state for s in states] == ["connecting", "connected"]
     record = call.metrics.connects[-1]
     assert record.ok and record.transport == "webrtc" and record.answer_ms == 12.5 and record.mint_ms is not None
-    state = json.dumps(call.get_state(), default=str)
+    state = json.dumps(call.widget.get_state(), default=str)
     assert keys.minted[0] not in state and not EK.findall(state)
-    assert call.get_state()["base_url"] == "http://127.0.0.1:9/v1"
-    call.close()
+    assert call.widget.get_state()["base_url"] == "http://127.0.0.1:9/v1"
+    await call.close()
 
 
 async def test_without_a_page_showing_the_widget_connect_says_so() -> None:
-    call = BrowserCall(Keys(), frontend_timeout=0.05)
-    ScriptedBrowser(call)
+    call, _ = scripted(frontend_timeout=0.05)
     with pytest.raises(ConfigurationError, match="No browser page is showing this widget"):
         await call.connect()
     assert call.state == "failed" and "display it" in call.message
@@ -130,8 +153,7 @@ async def test_without_a_page_showing_the_widget_connect_says_so() -> None:
 
 async def test_a_refused_key_earns_one_fresh_key_and_then_token_expired() -> None:
     keys = Keys()
-    call = BrowserCall(keys)
-    browser = ScriptedBrowser(call)
+    call, browser = scripted(keys)
     expired = json.dumps({"error": {"message": "The ephemeral client secret has expired.", "code": "invalid_api_key"}})
     task = asyncio.ensure_future(call.connect())
     browser.say("hello")
@@ -147,8 +169,7 @@ async def test_a_refused_key_earns_one_fresh_key_and_then_token_expired() -> Non
 
 async def test_a_refused_key_then_a_good_one_connects() -> None:
     keys = Keys()
-    call = BrowserCall(keys)
-    browser = ScriptedBrowser(call)
+    call, browser = scripted(keys)
     task = asyncio.ensure_future(call.connect())
     browser.say("hello")
     opened = await browser.next_open()
@@ -175,8 +196,7 @@ async def test_a_refused_key_then_a_good_one_connects() -> None:
 async def test_browser_failures_raise_the_matching_rtkit_error(
     report: dict[str, Any], error: type[Exception], words: str
 ) -> None:
-    call = BrowserCall(Keys())
-    browser = ScriptedBrowser(call)
+    call, browser = scripted()
     task = asyncio.ensure_future(call.connect())
     browser.say("hello")
     opened = await browser.next_open()
@@ -190,11 +210,10 @@ async def test_browser_failures_raise_the_matching_rtkit_error(
 
 async def test_a_lost_call_reconnects_with_a_fresh_key() -> None:
     keys = Keys()
-    call = BrowserCall(keys, reconnect=FAST)
-    browser = ScriptedBrowser(call)
+    call, browser = scripted(keys, reconnect=FAST)
     await connected(call, browser)
     back = asyncio.ensure_future(call.wait_for_state("connected", timeout=2))
-    browser.say("lost", attempt=call._live_attempt, reason="the data channel closed")
+    browser.say("lost", attempt=browser.attempt, reason="the data channel closed")
     assert call.state == "disconnected" and "Reconnecting" in call.message
     browser.start_session(await browser.next_open())
     change = await back
@@ -205,8 +224,7 @@ async def test_a_lost_call_reconnects_with_a_fresh_key() -> None:
 
 
 async def test_levels_and_events_from_the_browser_feed_plots_and_turn_metrics() -> None:
-    call = BrowserCall(Keys())
-    browser = ScriptedBrowser(call)
+    call, browser = scripted()
     plot = LevelPlot(call)
     await connected(call, browser)
     browser.say("levels", levels=[{"direction": "input", "rms": -20.0, "peak": -6.0, "ms": 50}])
@@ -237,8 +255,7 @@ async def test_levels_and_events_from_the_browser_feed_plots_and_turn_metrics() 
 
 
 async def test_client_events_go_to_the_browser_and_waiters_see_its_events() -> None:
-    call = BrowserCall(Keys())
-    browser = ScriptedBrowser(call)
+    call, browser = scripted()
     with pytest.raises(NetworkLostError):
         call.send_text("too early")
     await connected(call, browser)
@@ -254,7 +271,7 @@ async def test_client_events_go_to_the_browser_and_waiters_see_its_events() -> N
     browser.say("event", event={"type": "response.done", "response": {"status": "failed", "status_details": {}}})
     assert (await waiting)["response"]["status"] == "failed"
 
-    browser.tab("another-tab").say("lost", attempt=call._live_attempt, reason="not the calling tab")
+    browser.tab("another-tab").say("lost", attempt=browser.attempt, reason="not the calling tab")
     assert call.state == "connected"  # only the page that makes the calls is listened to
 
     await call.disconnect()
@@ -263,8 +280,7 @@ async def test_client_events_go_to_the_browser_and_waiters_see_its_events() -> N
 
 async def test_a_reload_of_the_page_reconnects_in_the_new_page() -> None:
     keys = Keys()
-    call = BrowserCall(keys, reconnect=FAST)
-    browser = ScriptedBrowser(call)
+    call, browser = scripted(keys, reconnect=FAST)
     await connected(call, browser)
     reloaded = browser.tab("tab2")
     reloaded.say("hello")
@@ -282,8 +298,8 @@ async def test_messages_arriving_on_a_kernel_subshell_thread_are_handled_on_the_
     call.events.on(lambda event: threads.append(threading.get_ident()))
 
     async def subshell() -> None:  # JupyterLab may deliver widget messages on a subshell: its own thread and loop
-        call._on_browser_message(call, {"kind": "hello", "frontend": "tab1"}, [])
-        call._on_browser_message(call, {"kind": "event", "frontend": "tab1", "event": {"type": "x"}}, [])
+        call.bridge.receive({"kind": "hello", "frontend": "tab1"})
+        call.bridge.receive({"kind": "notice", "frontend": "tab1", "type": "rtkit.x"})
 
     worker = threading.Thread(target=asyncio.run, args=(subshell(),))
     worker.start()
@@ -295,25 +311,60 @@ async def test_messages_arriving_on_a_kernel_subshell_thread_are_handled_on_the_
     assert threads == [threading.get_ident()] and call.frontend_connected
 
 
-async def test_the_connection_panel_drives_a_browser_call_and_shows_its_view() -> None:
-    call = BrowserCall(Keys())
-    browser = ScriptedBrowser(call)
+async def test_the_connection_panel_shows_a_browser_calls_card_as_its_one_set_of_controls() -> None:
+    call, browser = scripted()
     panel = ConnectionPanel(call)
-    assert panel.children[0] is call, "the call's own view (microphone, speaker) is part of the panel"
+    assert panel.children[0] is call.widget, "the call's own card (microphone, speaker, buttons) leads the panel"
+    # One set of buttons and one status line for one call: the card's (Connect, Mute, Hang up), none of the panel's.
+    assert not [w for w in _descendants(panel) if isinstance(w, widgets.Button | widgets.Dropdown)]
     browser.say("hello")
     connecting = asyncio.ensure_future(panel.connect())
     browser.start_session(await browser.next_open(), transport="websocket")
     await connecting
-    assert panel.state == "connected" and "connected over <b>websocket</b>" in panel._status.value
+    assert panel.state == "connected" and call.widget.status == "connected" and call.widget.transport == "websocket"
     assert any("session.created" in line for line in panel.lines)
     await panel.disconnect()
     assert call.state == "disconnected" and browser.posted[-1] == {"kind": "hangup"}
 
 
+def _descendants(box: widgets.Box) -> list[widgets.Widget]:
+    found: list[widgets.Widget] = []
+    for child in box.children:
+        found.append(child)
+        if isinstance(child, widgets.Box):
+            found.extend(_descendants(child))
+    return found
+
+
+async def test_the_call_shows_as_its_card_and_shares_one_lifecycle_with_the_session() -> None:
+    call, browser = scripted()
+    assert isinstance(call, CallCore) and not isinstance(call, widgets.Widget)  # owns its widget, is not one
+    data, _ = call._repr_mimebundle_()  # what a cell ending with `call` shows
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == call.widget.model_id
+    assert data["text/plain"] == repr(call)
+    assert repr(call) == "BrowserCall('https://api.openai.com/v1', state='disconnected', transport=None)"
+    call.muted = True  # rtkit.lab mutes text-turn calls; the card's Mute button flips the same synced trait
+    assert call.widget.muted is True
+    call.widget.muted = False
+    assert call.muted is False
+    await connected(call, browser)
+    await call.close()  # async, as the session's: hangs up in the page and closes the card
+    assert call.state == "disconnected" and browser.posted[-1] == {"kind": "hangup"} and call.widget.comm is None
+
+
+def test_a_call_core_must_say_how_it_opens_a_transport_and_checks_the_microphone() -> None:
+    with pytest.raises(TypeError) as refused:
+        CallCore("ek_x")  # type: ignore[abstract]
+    assert "_open_transport" in str(refused.value) and "check_microphone" in str(refused.value)
+    # One connect path (a key, one fresh key after a refusal, the config, the restore) and one lifecycle: in
+    # CallCore, for both calls.
+    shared = ("_establish", "_open_with_one_fresh_key", "connect", "disconnect", "send", "transport_name")
+    assert not [name for name in shared if name in vars(RealtimeSession) or name in vars(BrowserCall)]
+
+
 async def test_the_page_origin_reaches_on_frontend_before_any_call() -> None:
     origins: list[str] = []
-    call = BrowserCall(Keys(), on_frontend=origins.append)
-    browser = ScriptedBrowser(call)
+    call, browser = scripted(on_frontend=origins.append)
     browser.say("hello", origin="https://hub.example.org")
     assert origins == ["https://hub.example.org"] and call.frontend_connected
 
@@ -327,8 +378,7 @@ async def test_the_page_origin_reaches_on_frontend_before_any_call() -> None:
     ],
 )
 async def test_check_microphone_asks_the_page(report: dict[str, Any], error: type[Exception] | None) -> None:
-    call = BrowserCall(Keys())
-    browser = ScriptedBrowser(call)
+    call, browser = scripted()
     browser.say("hello")
     checking = asyncio.ensure_future(call.check_microphone())
     await asyncio.sleep(0.01)
@@ -355,7 +405,7 @@ from rtkit.lab import start_backend
 from rtkit.session import ReconnectPolicy
 from rtkit.widgets import BrowserCall, LevelPlot
 
-# No cors_origins: the emulator opens /calls to this page when the page shows the call (on_frontend).
+# No cors_origins: the emulator answers any page, as the service does (on_frontend matters only with a list).
 backend = await start_backend(api_key=os.environ["RTKIT_TEST_MAIN_KEY"])
 emu = backend.emulator
 minted = []
@@ -377,7 +427,7 @@ barge_ins, errors = [], []
 call.events.on(lambda e: e["type"] == "rtkit.barge_in" and barge_ins.append(e))
 call.events.on(lambda e: e["type"] == "error" and errors.append(e))
 call.send_text("Please read this out: " + "one two three four five six seven eight nine ten " * 4)
-playing = "output_audio_buffer.started" if call.transport == "webrtc" else "response.output_audio.delta"
+playing = "output_audio_buffer.started" if call.transport_name == "webrtc" else "response.output_audio.delta"
 await call.wait_for(playing, timeout=15)
 await asyncio.sleep(1.5)
 truncated = asyncio.ensure_future(call.wait_for("conversation.item.truncated", timeout=15))
@@ -405,7 +455,7 @@ call""",
     """\
 await call.connect()
 assert call.state == "connected" and seen[0] == "session.created", (call.state, seen)
-print("CONNECTED over", call.transport, "in", call.metrics.connects[-1].total_ms, "ms")""",
+print("CONNECTED over", call.transport_name, "in", call.metrics.connects[-1].total_ms, "ms")""",
     """\
 # Chromium's fake microphone beeps every 500 ms, without end. For one clean turn: a 200 ms silence ends it, the
 # reply is not interrupted, and the microphone is muted as soon as the speech starts (so that it stops).
@@ -445,7 +495,7 @@ change = await back
 assert "disconnected" in states and states.count("connected") >= 2 and emu.keys.issued > before, states
 print("RECOVERED at attempt", change.attempt, "- keys issued", before, "->", emu.keys.issued)""",
     """\
-widget_state = json.dumps(call.get_state(), default=str)
+widget_state = json.dumps(call.widget.get_state(), default=str)
 assert not re.findall(r"ek_[A-Za-z0-9]{8,}", widget_state) and not [k for k in minted if k in widget_state]
 print("ALL CHECKS PASSED")""",
 ]
@@ -458,12 +508,12 @@ notices = []
 call.events.on(lambda event: event["type"].startswith("rtkit.") and notices.append(event))
 call.muted = True  # a text turn: the fake microphone's beeps would interrupt the reply
 await call.connect()
-assert call.transport == "websocket" and notices[0]["type"] == "rtkit.transport_fallback", notices
+assert call.transport_name == "websocket" and notices[0]["type"] == "rtkit.transport_fallback", notices
 assert "no WebRTC" in call.message, call.message
 call.send_text("Hello over the WebSocket")
 done = await call.wait_for("response.done", timeout=15)
 assert done["response"]["status"] == "completed", done
-print("FELL BACK to", call.transport, "-", call.message)""",
+print("FELL BACK to", call.transport_name, "-", call.message)""",
     BARGE_IN_CELL,
 ]
 
@@ -500,14 +550,14 @@ display(panel, scenarios)""",
     """\
 await panel.connect()
 assert call.state == "connected" and len(minted) == 2 and len(call.metrics.connects) == 1, minted
-print("FRESH KEY after the API refused the expired one; connected over", call.transport)""",
+print("FRESH KEY after the API refused the expired one; connected over", call.transport_name)""",
     """\
 results = {}
 for name in ["network_drop", "upstream_429", "upstream_500", "expire_key", "mic_denied", "webrtc_unavailable"]:
     results[name] = await scenarios.run(name)
     print("•", results[name].summary())
 assert all(r.recovered for r in results.values()), {n: r.summary() for n, r in results.items()}
-assert call.state == "connected" and call.transport == "websocket", (call.state, call.transport)
+assert call.state == "connected" and call.transport_name == "websocket", (call.state, call.transport_name)
 print("SCENARIOS PASSED", len(minted), "keys minted")""",
     """\
 from rtkit.errors import RateLimitedError
@@ -578,9 +628,9 @@ def test_the_browser_tab_makes_the_call_and_the_kernel_hears_everything(call_run
 def test_the_saved_notebook_and_its_widget_state_hold_no_key(call_run: NotebookRun, lab: Lab) -> None:
     minted = minted_keys(lab)
     assert len(minted) >= 2 and all(k.startswith("ek_") for k in minted)
-    widgets = call_run.saved["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-    calls = [m["state"] for m in widgets.values() if m["state"].get("_anywidget_id", "").endswith("BrowserCall")]
-    assert calls and calls[0]["status"] == "connected", "the saved widget state should hold the call's model"
+    saved = call_run.saved["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    calls = [m["state"] for m in saved.values() if m["state"].get("_anywidget_id", "").endswith("BrowserCallWidget")]
+    assert calls and calls[0]["status"] == "connected", "the saved widget state should hold the call's card"
     for key in minted:
         assert key not in call_run.saved_text
     assert not EK.findall(call_run.saved_text)

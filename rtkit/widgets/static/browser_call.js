@@ -12,6 +12,9 @@
  * saved into the .ipynb, messages are not. One attempt per "open" message; retrying, backoff and fresh keys
  * are the kernel's business (one reconnection policy, rtkit.session.ReconnectPolicy, for both kinds of call).
  *
+ * The kernel's end of this protocol is rtkit/widgets/page.py (PageBridge; each call this page makes is a
+ * PageTransport there), owned by rtkit.widgets.BrowserCall together with the widget that draws this card.
+ *
  * Messages from the kernel: {kind: "open", attempt, frontend, key, transport}, {kind: "send", event},
  *   {kind: "hangup", attempt?, frontend?}, {kind: "probe_microphone", probe}.
  * Messages to the kernel (each carries `frontend`, this page's id): hello {webrtc, origin}, bye, event {event},
@@ -24,7 +27,7 @@
  * twice does not open two calls, and a call survives its output cell being cleared. Plain ES2020.
  *
  * The widget's module is rtkit/static/realtime.js (microphone, transports, PCM audio: shared with the
- * broker's demo page) followed by this file; `rtkit.widgets.browser_call` joins them, as anywidget loads a
+ * broker's demo page) followed by this file; `rtkit.widgets.page` joins them, as anywidget loads a
  * single module. So the names below that this file does not define come from realtime.js.
  */
 
