@@ -72,21 +72,27 @@ class LabBackend:
     ) -> LiveCall:
         """The lesson's call, on the side the reader chose (see the module's docstring).
 
-        ``source`` is the lesson's recorded audio (a spoken sentence when not given); it is used only on the
-        ``"recorded"`` side. ``options`` go to ``RealtimeSession`` or ``BrowserCall`` (``transport``,
-        ``reconnect``, ``connect_timeout``...). A ``BrowserCall`` must be on show before it connects: put it
-        (or a ``ConnectionPanel``, which shows it) at the end of a cell, and connect in the next one.
+        ``source`` is the lesson's recorded audio (a spoken sentence when not given); it is played only on the
+        ``"recorded"`` side. Elsewhere the reader speaks, except where the lesson's source is a ``SilenceSource``
+        (text turns): there the microphone starts muted, so that a room's chatter does not become turns (the
+        call's Unmute button is one click away). ``options`` go to ``RealtimeSession`` or ``BrowserCall``
+        (``transport``, ``reconnect``, ``connect_timeout``...). A ``BrowserCall`` must be on show before it
+        connects: put it (or a ``ConnectionPanel``, which shows it) at the end of a cell, and connect in the next.
         """
+        from rtkit.audio.sources import MicrophoneSource, SilenceSource, SpeechSource
+
         side = audio_side(audio)
+        quiet = isinstance(source, SilenceSource)
         if side == "browser":
-            return self.browser_call(config, **{k: v for k, v in options.items() if k not in _SESSION_ONLY})
+            call = self.browser_call(config, **{k: v for k, v in options.items() if k not in _SESSION_ONLY})
+            call.muted = quiet
+            return call
         from rtkit.audio.sinks import RecorderSink, SpeakerSink
-        from rtkit.audio.sources import MicrophoneSource, SpeechSource
         from rtkit.session import RealtimeSession
 
         session_options = {k: v for k, v in options.items() if k not in _BROWSER_ONLY}
         if side == "kernel":
-            voice_in: AudioSource = MicrophoneSource()
+            voice_in: AudioSource = source if quiet and source is not None else MicrophoneSource()
             voice_out: AudioSink = SpeakerSink()
         else:
             voice_in = source if source is not None else SpeechSource(lead_seconds=0.5)
@@ -100,8 +106,9 @@ class LabBackend:
 
         The real API is reached directly. The kernel's emulator is reached through the Jupyter server
         (jupyter-server-proxy: ``proxy/<port>/v1``, same origin as the page, so it works on an https hub),
-        or else directly, with its CORS opened to the page. On a JupyterHub the browser is elsewhere: the
-        proxy carries HTTP and WebSockets but not WebRTC's UDP media, so such calls use the WebSocket.
+        or else directly (its CORS answers any page, as the service does; one started with a list of
+        ``cors_origins`` is opened to this page when the page shows the call). On a JupyterHub the browser is
+        elsewhere: the proxy carries HTTP and WebSockets but not WebRTC's UDP media, so such calls use the WebSocket.
         """
         from rtkit.widgets.browser_call import BrowserCall
 
@@ -114,7 +121,8 @@ class LabBackend:
         return BrowserCall(self.keys, config, base_url=base_url, on_frontend=self.allow_page, **options)
 
     def allow_page(self, origin: str) -> None:
-        """Let the notebook page at ``origin`` open calls on the emulator (the real API needs nothing)."""
+        """Let the notebook page at ``origin`` open calls on an emulator started with a list of ``cors_origins``
+        (by default it answers any origin, and the real API needs nothing)."""
         if self.emulator is not None:
             self.emulator.allow_origin(origin)
 

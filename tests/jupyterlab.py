@@ -170,7 +170,9 @@ CELLS_DONE = """() => {
   const cells = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')];
   const stderr = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]';
   const numbered = (c) => /^\\[\\d+\\]:$/.test(c.querySelector('.jp-InputPrompt').textContent.trim());
-  return cells.some((c) => c.querySelector(stderr)) || (cells.length > 0 && cells.every(numbered));
+  // A failure ends the run early; a warning on stderr (a dev-mode broker says so there) does not.
+  const failed = (c) => [...c.querySelectorAll(stderr)].some((e) => /Traceback|Error/.test(e.textContent));
+  return cells.some(failed) || (cells.length > 0 && cells.every(numbered));
 }"""
 KERNEL_IDLE = """() => {
   const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;

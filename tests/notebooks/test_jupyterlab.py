@@ -211,11 +211,14 @@ async def test_quickstart_runs_in_jupyterlab_and_its_widgets_render_and_connect(
     assert digest(NOTEBOOKS / NOTEBOOK) == lab.repo_digest, f"{NOTEBOOK} in the repository changed"
 
 
-def participant(path: Path, *, says: int = 1, seconds: float | None = None, pause: float = 3.0) -> Path:
-    """A fake microphone's WAV: the shipped sentence (or its first ``seconds``) ``says`` times, each followed by
-    ``pause`` s of digital silence; ``says=0`` is a participant who keeps quiet. At the end of a ``%noloop``
-    file Chromium's fake capture repeats its last buffer for ever: after bare speech that is a buzz no VAD
-    takes for silence, hence the pause at the end too."""
+def participant(
+    path: Path, *, says: int = 1, seconds: float | None = None, pause: float = 3.0, lead: float = 0.0
+) -> Path:
+    """A fake microphone's WAV: ``lead`` s of silence, then the shipped sentence (or its first ``seconds``)
+    ``says`` times, each followed by ``pause`` s of digital silence; ``says=0`` is a participant who keeps
+    quiet. Chromium starts the file again for each new capture (each call's microphone). At the end of a
+    ``%noloop`` file its fake capture repeats its last buffer for ever: after bare speech that is a buzz no
+    VAD takes for silence, hence the pause at the end too."""
     with wave.open(str(HELLO_WAV)) as source:
         rate, width, channels = source.getframerate(), source.getsampwidth(), source.getnchannels()
         frames = source.readframes(source.getnframes())
@@ -226,18 +229,20 @@ def participant(path: Path, *, says: int = 1, seconds: float | None = None, paus
         out.setnchannels(channels)
         out.setsampwidth(width)
         out.setframerate(rate)
-        out.writeframes((frames + silence) * says + silence)
+        out.writeframes(bytes(int(lead * rate) * width * channels) + (frames + silence) * says + silence)
     return path
 
 
-def run_with_participant(lab: Lab, notebook: str, microphone: Path, *, shot: str) -> NotebookRun:
-    """Run ``notebook`` in Chromium, its microphone (granted) playing ``microphone`` once."""
+def run_with_participant(
+    lab: Lab, notebook: str, microphone: Path, *, shot: str, timeout_s: float = 100
+) -> NotebookRun:
+    """Run ``notebook`` in Chromium, its microphone (granted) playing ``microphone`` once per capture."""
     return run_in_lab(
         lab,
         notebook,
         allow_microphone=True,
         shot=shot,
-        timeout_s=100,
+        timeout_s=timeout_s,
         extra_args=[f"--use-file-for-fake-audio-capture={microphone}%noloop"],
     )
 
@@ -282,7 +287,12 @@ LESSONS = {
     "05_latency.ipynb": {"says": 3, "seconds": 1.5},  # three short utterances, as the recorded lesson plays
     "06_error_scenarios.ipynb": {"says": 0},
     "09_function_calling.ipynb": {"says": 0},
+    # Text turns run muted (their recorded side is silence); the barge-in call's microphone speaks 4 s in,
+    # over the long reply, as the recorded lesson's SpeechSource does.
+    "10_long_conversations.ipynb": {"says": 1, "lead": 4.0, "seconds": 1.5},
 }
+#: Lessons that take longer than the default run allows (two capped sessions, a long reply, two brokers).
+TIMEOUTS = {"10_long_conversations.ipynb": 180}
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +305,10 @@ def browser_side_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield server
 
 
-@pytest.mark.parametrize("lesson", list(LESSONS))
+@pytest.mark.parametrize(
+    "lesson",
+    [pytest.param(lesson, marks=pytest.mark.timeout(TIMEOUTS.get(lesson, 100) + 60), id=lesson) for lesson in LESSONS],
+)
 def test_every_lesson_runs_unchanged_with_the_audio_in_the_browser_tab(
     browser_side_lab: Lab, lesson: str, tmp_path: Path
 ) -> None:
@@ -303,7 +316,9 @@ def test_every_lesson_runs_unchanged_with_the_audio_in_the_browser_tab(
     ``RTKIT_AUDIO=browser`` (the lesson's call is a BrowserCall, reaching the kernel's emulator through the
     Jupyter server), and its saved copy holds no key."""
     microphone = participant(tmp_path / "participant.wav", **LESSONS[lesson])  # type: ignore[arg-type]
-    run = run_with_participant(browser_side_lab, lesson, microphone, shot=f"lesson_{lesson[:2]}_browser")
+    run = run_with_participant(
+        browser_side_lab, lesson, microphone, shot=f"lesson_{lesson[:2]}_browser", timeout_s=TIMEOUTS.get(lesson, 100)
+    )
     why = run.explain()
     cells = [c for c in run.saved["cells"] if c["cell_type"] == "code"]
     assert all(c["execution_count"] for c in cells), why  # Lab stops a run at the first failing assert
