@@ -14,6 +14,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
+    "Usage": "rtkit.cost",
+    "Rates": "rtkit.cost",
+    "PriceTable": "rtkit.cost",
+    "PRICES": "rtkit.cost",
+    "Cost": "rtkit.cost",
     "AudioUnavailableError": "rtkit.errors",
     "AuthenticationError": "rtkit.errors",
     "Broadcast": "rtkit.events",
@@ -85,6 +90,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from rtkit.cache import TokenCache
     from rtkit.call import ConnectionState, LiveCall, ReconnectPolicy, StateChange, TransportChoice
     from rtkit.conversation import Conversation
+    from rtkit.cost import PRICES, Cost, PriceTable, Rates, Usage
     from rtkit.emulator import Emulator, EmulatorConfig
     from rtkit.errors import (
         AudioUnavailableError,
@@ -130,6 +136,7 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "PRICES",
     "AudioUnavailableError",
     "AuthenticationError",
     "Broadcast",
@@ -141,6 +148,7 @@ __all__ = [
     "ConnectRecord",
     "ConnectionState",
     "Conversation",
+    "Cost",
     "Emulator",
     "EmulatorConfig",
     "EphemeralKey",
@@ -156,8 +164,10 @@ __all__ = [
     "NetworkLostError",
     "NullSink",
     "PcmSource",
+    "PriceTable",
     "QuotaExceededError",
     "RateLimitedError",
+    "Rates",
     "RealtimeAPIError",
     "RealtimeSession",
     "RealtimeSessionConfig",
@@ -182,6 +192,7 @@ __all__ = [
     "TransportChoice",
     "TurnRecord",
     "UpstreamError",
+    "Usage",
     "WavFileSource",
     "WebRTCUnavailableError",
     "__version__",

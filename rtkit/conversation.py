@@ -15,10 +15,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from rtkit.cost import PRICES, Cost, PriceTable, Usage
 from rtkit.events import Broadcast, next_value
 from rtkit.metrics import ResumeRecord
 
-__all__ = ["Conversation", "PhysicalSession", "Turn"]
+__all__ = ["Billed", "Conversation", "PhysicalSession", "Turn"]
 
 Role = Literal["user", "assistant", "system"]
 TurnKind = Literal["message", "function_call", "function_call_output"]
@@ -50,6 +51,8 @@ class Turn:
     #: Length of the model's audio for this turn as billed in ``response.done`` (one output audio token per
     #: 50 ms, OpenAI's "Realtime costs" guide): what a truncation is a fraction of.
     audio_ms: int | None = None
+    #: What the response that produced this turn was billed (``response.done``); ``None`` for the user's turns.
+    usage: Usage | None = None
     at: float = field(default_factory=time.time)
     item_ids: dict[str, str] = field(default_factory=dict)
 
@@ -105,6 +108,20 @@ class PhysicalSession:
     started_at: float
     expires_at: float | None = None
     ended_at: float | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Billed:
+    """One response as the service billed it: every ``response.done`` counts, cancelled and out-of-band ones too
+    (a response bills what it generated, whether or not anyone heard it)."""
+
+    response_id: str
+    session_id: str | None
+    model: str | None
+    status: str | None
+    usage: Usage
+    turn_ids: tuple[str, ...] = ()
 
 
 class Conversation:
@@ -116,6 +133,8 @@ class Conversation:
         self.sessions: list[PhysicalSession] = []
         self.resumptions: list[ResumeRecord] = []
         self.resumed: Broadcast[ResumeRecord] = Broadcast()
+        #: Every response's usage, in order (``usage`` sums them, ``cost()`` prices them).
+        self.billed: list[Billed] = []
         self._by_item: dict[str, Turn] = {}
         #: Items asked for in the current session that re-create a known turn (``expect``).
         self._expected: dict[str, Turn] = {}
@@ -145,6 +164,19 @@ class Conversation:
     async def next_resumption(self, timeout: float = 30.0) -> ResumeRecord:
         """The next time the call carries this conversation into a new physical session."""
         return await next_value(self.resumed, lambda _: True, timeout)
+
+    @property
+    def usage(self) -> Usage:
+        """The tokens of every response so far, across physical sessions."""
+        return sum((b.usage for b in self.billed), Usage())
+
+    def cost(self, prices: PriceTable = PRICES, *, model: str | None = None) -> Cost:
+        """What the responses so far cost, each priced for its session's model (or ``model``). The emulator
+        reports plausible counts, so a lesson's cost has the right order of magnitude, not an invoice."""
+        total = Cost()
+        for billed in self.billed:
+            total += prices.cost(billed.usage, model or billed.model or "gpt-realtime")
+        return total
 
     def to_records(self) -> list[dict[str, Any]]:
         """Every turn as a dict, ready for ``pandas.DataFrame``."""
@@ -208,8 +240,11 @@ class Conversation:
         if self.sessions and self.sessions[-1].ended_at is None:
             self.sessions[-1].ended_at = now
         expires = session.get("expires_at")
+        model = session.get("model") if isinstance(session.get("model"), str) else None
         self.sessions.append(
-            PhysicalSession(str(session.get("id") or f"session_{len(self.sessions) + 1}"), now, expires or None)
+            PhysicalSession(
+                str(session.get("id") or f"session_{len(self.sessions) + 1}"), now, expires or None, model=model
+            )
         )
         self._expected.clear()
 
@@ -263,15 +298,28 @@ class Conversation:
             turn.truncated_ms = event.get("audio_end_ms")
 
     def _on_response_done(self, response: dict[str, Any]) -> None:
-        usage = response.get("usage") or {}
-        audio_tokens = (usage.get("output_token_details") or {}).get("audio_tokens")
-        spoken = [
+        usage = Usage.from_api(response.get("usage"))
+        produced = [
             self._by_item[item["id"]]
             for item in response.get("output") or []
-            if isinstance(item, dict) and item.get("type") == "message" and item.get("id") in self._by_item
+            if isinstance(item, dict) and item.get("id") in self._by_item
         ]
-        if isinstance(audio_tokens, int) and audio_tokens > 0 and len(spoken) == 1:
-            spoken[0].audio_ms = audio_tokens * 50  # one item: the whole audio is its own
+        spoken = [turn for turn in produced if turn.kind == "message"]
+        if usage.audio_out > 0 and len(spoken) == 1:
+            spoken[0].audio_ms = usage.audio_out * 50  # one item: the whole audio is its own
+        if produced:
+            produced[0].usage = usage  # a response's usage is one bill: on its first turn, not split
+        session = self.session
+        self.billed.append(
+            Billed(
+                str(response.get("id") or f"response_{len(self.billed) + 1}"),
+                session.id if session else None,
+                session.model if session else None,
+                response.get("status"),
+                usage,
+                tuple(turn.id for turn in produced),
+            )
+        )
 
     def _forget(self, item_id: Any) -> None:
         """The application deleted the item: it is no part of the conversation any more, here or later."""
