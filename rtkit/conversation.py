@@ -11,6 +11,7 @@ It is fed only from server events the call receives anyway; nothing here talks t
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -53,7 +54,9 @@ class Turn:
     audio_ms: int | None = None
     #: What the response that produced this turn was billed (``response.done``); ``None`` for the user's turns.
     usage: Usage | None = None
+    #: When the item appeared and when it was done (``time.time()``): the turn's span on the call's clock.
     at: float = field(default_factory=time.time)
+    ended_at: float | None = None
     item_ids: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -71,6 +74,11 @@ class Turn:
         words = self.text.split()
         share = min(1.0, self.truncated_ms / self.audio_ms)
         return " ".join(words[: round(len(words) * share)])
+
+    @property
+    def interrupted(self) -> bool:
+        """The turn was cut short: truncated where playback stopped, or ended ``incomplete`` (cancelled)."""
+        return self.truncated_ms is not None or self.status == "incomplete"
 
     @property
     def restorable(self) -> bool:
@@ -180,7 +188,48 @@ class Conversation:
 
     def to_records(self) -> list[dict[str, Any]]:
         """Every turn as a dict, ready for ``pandas.DataFrame``."""
-        return [asdict(turn) for turn in self.turns]
+        return [{**asdict(turn), "interrupted": turn.interrupted} for turn in self.turns]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole record: physical sessions, turns, every response's usage, the totals. JSON-ready."""
+        return {
+            "sessions": [asdict(session) for session in self.sessions],
+            "turns": self.to_records(),
+            "billed": [asdict(billed) for billed in self.billed],
+            "usage": asdict(self.usage),
+            "resumptions": [asdict(record) for record in self.resumptions],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def to_markdown(self) -> str:
+        """A transcript for notes: who said what, in order, with seconds from the start of the call, what was
+        cut short and what was heard of it, function calls and their outputs."""
+        start = self.sessions[0].started_at if self.sessions else (self.turns[0].at if self.turns else 0.0)
+        lines = [f"# Conversation: {len(self.turns)} turns in {len(self.sessions)} session(s)", ""]
+        for turn in self.turns:
+            at = f"{turn.at - start:6.1f} s"
+            if turn.kind == "function_call":
+                lines.append(f"- `{at}` **model calls** `{turn.name}({turn.arguments or ''})`")
+            elif turn.kind == "function_call_output":
+                lines.append(f"- `{at}` **function returns** `{turn.output}`")
+            else:
+                text = turn.text if turn.text is not None else "*(no transcript)*"
+                how = " (spoken)" if turn.spoken else ""
+                lines.append(f"- `{at}` **{turn.role}**{how}: {text}")
+                if turn.truncated_ms is not None:
+                    of = f" of {turn.audio_ms} ms" if turn.audio_ms else ""
+                    lines.append(f"  - *cut at {turn.truncated_ms} ms{of}; heard:* {turn.heard_text}")
+                elif turn.interrupted:
+                    lines.append("  - *cancelled before it ended*")
+        usage = self.usage
+        lines += [
+            "",
+            f"{len(self.billed)} responses: {usage.input_tokens} input tokens ({usage.cached_tokens} cached), "
+            f"{usage.output_tokens} output tokens.",
+        ]
+        return "\n".join(lines) + "\n"
 
     def clear(self) -> None:
         """Forget the history: the next session starts a new conversation."""
@@ -267,6 +316,8 @@ class Conversation:
         if turn.session_id != self.session_id:
             return  # a restored copy says nothing new about the turn
         turn.status = item.get("status") or turn.status
+        if turn.ended_at is None and turn.status in ("completed", "incomplete"):
+            turn.ended_at = time.time()
         turn.name = item.get("name") or turn.name
         turn.call_id = item.get("call_id") or turn.call_id
         if item.get("arguments"):

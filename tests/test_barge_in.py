@@ -175,3 +175,7 @@ async def test_a_truncated_reply_keeps_only_what_was_heard_on_both_sides(long_re
     heard = reply.heard_text
     assert heard is not None and reply.text.startswith(heard) and len(heard) < len(reply.text), (heard, reply.text)
     assert reply.as_item("item_restored")["content"][0]["text"] == heard
+    # The record says so too: interrupted, where, and what was heard.
+    assert reply.interrupted and reply.ended_at is not None and reply.ended_at >= reply.at
+    notes = session.conversation.to_markdown()
+    assert f"*cut at {reply.truncated_ms} ms of {reply.audio_ms} ms; heard:* {heard}" in notes, notes

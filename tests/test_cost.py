@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from datetime import date
 from typing import Any
 
@@ -115,3 +117,46 @@ async def test_a_conversations_usage_is_the_sum_of_its_responses_and_its_cost_fo
     spoken = conversation.turn_for(done[0]["output"][0]["id"])
     assert spoken is not None and spoken.usage == Usage.from_api(done[0]["usage"])
     assert conversation.billed[0].model == conversation.sessions[0].model == "gpt-realtime"
+
+
+async def test_the_record_exports_as_json_and_markdown_with_function_calls_and_a_cancelled_reply(
+    emulator: Emulator,
+) -> None:
+    weather = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+    config = {"output_modalities": ["text"], "tools": [weather], "tool_choice": "auto"}
+    async with TokenIssuer(TEST_KEY, base_url=emulator.base_url) as issuer:
+        session = RealtimeSession(IssuerKeys(issuer), config, base_url=emulator.base_url, transport="websocket")
+        async with session:
+            session.send_text("What does get weather say for Paris?")
+            call = (await session.wait_for("response.done", timeout=20))["response"]["output"][0]
+            session.send_function_output(call["call_id"], {"temperature_c": 21})
+            await session.wait_for("response.done", timeout=20)
+            cancelled = asyncio.ensure_future(session.wait_for("response.done", timeout=20))
+            session.send_text("Tell me more.")
+            await session.wait_for("response.created", timeout=20)
+            session.cancel_response()
+            await cancelled
+
+    conversation = session.conversation
+    kinds = [(t.kind, t.role) for t in conversation.turns]
+    assert kinds[:4] == [
+        ("message", "user"),
+        ("function_call", None),
+        ("function_call_output", None),
+        ("message", "assistant"),
+    ], kinds
+    record = json.loads(conversation.to_json())
+    assert [t["text"] for t in record["turns"]] == [t.text for t in conversation.turns]
+    assert record["usage"] == asdict(conversation.usage) and len(record["billed"]) == 3
+    assert record["sessions"][0]["model"] == "gpt-realtime"
+    notes = conversation.to_markdown()
+    assert "**user**: What does get weather say for Paris?" in notes
+    assert "**model calls** `get_weather(" in notes and '**function returns** `{"temperature_c": 21}`' in notes
+    assert "3 responses:" in notes
+    last = conversation.turns[-1]
+    assert last.role == "assistant" and last.interrupted == (last.status == "incomplete")
