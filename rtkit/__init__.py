@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
+    "SessionReport": "rtkit.report",
     "Usage": "rtkit.cost",
     "Rates": "rtkit.cost",
     "PriceTable": "rtkit.cost",
@@ -114,6 +115,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from rtkit.events import Broadcast
     from rtkit.keys import BrokerKeys, IssuerKeys, KeyProvider, RefusableKeyProvider, StaticKey
     from rtkit.metrics import ConnectRecord, ResumeRecord, SessionMetrics, TurnRecord
+    from rtkit.report import SessionReport
     from rtkit.resume import ResumePolicy
     from rtkit.schema import RealtimeSessionConfig
     from rtkit.session import RealtimeSession
@@ -179,6 +181,7 @@ __all__ = [
     "ResumeRecord",
     "RtkitError",
     "SessionMetrics",
+    "SessionReport",
     "SilenceSource",
     "SpeakerSink",
     "SpeakerUnavailableError",

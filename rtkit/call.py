@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from rtkit._ids import fingerprint
 from rtkit.audio.meter import Level, LevelMeter
 from rtkit.conversation import Conversation
+from rtkit.cost import PRICES, PriceTable
 from rtkit.errors import (
     AudioUnavailableError,
     AuthenticationError,
@@ -40,11 +41,12 @@ from rtkit.errors import (
 )
 from rtkit.events import Broadcast, EventWaiters, next_value
 from rtkit.keys import KeyProvider, RefusableKeyProvider, as_provider
-from rtkit.metrics import BargeIn, ConnectRecord, SessionMetrics
+from rtkit.metrics import BargeIn, ConnectRecord, ErrorRecord, SessionMetrics
 from rtkit.resume import ResumePolicy, Resumer
 from rtkit.tokens import EphemeralKey
 
 if TYPE_CHECKING:  # the transports package loads aiortc: a browser call has no need of it
+    from rtkit.report import SessionReport
     from rtkit.transports.base import Transport
 
 __all__ = ["CallCore", "ConnectionState", "LiveCall", "ReconnectPolicy", "StateChange", "TransportChoice"]
@@ -130,6 +132,8 @@ class LiveCall(Protocol):
 
     def cancel_response(self) -> None: ...
 
+    def report(self, prices: PriceTable = PRICES) -> SessionReport: ...
+
     async def check_microphone(self) -> None: ...
 
     async def wait_for(self, event_type: str, timeout: float = 30.0) -> dict[str, Any]: ...
@@ -171,6 +175,11 @@ class CallCore(ABC):
         self.input_meter = LevelMeter("input")
         self.output_meter = LevelMeter("output")
         self.metrics = SessionMetrics()
+        self.errors.on(
+            lambda e: self.metrics.api_error(
+                ErrorRecord(code=e.api_code, type=e.api_type, message=e.message, param=e.param, event_id=e.event_id)
+            )
+        )
         #: One logical conversation across the physical sessions (``rtkit.resume`` carries it from one to the next).
         self.conversation = Conversation()
         self.resume_policy = resume if resume is not None else ResumePolicy()
@@ -539,3 +548,10 @@ class CallCore(ABC):
 
     def cancel_response(self) -> None:
         self.send({"type": "response.cancel"})
+
+    def report(self, prices: PriceTable = PRICES) -> SessionReport:
+        """What happened and what it cost, as of now: connections, reply latency, turns, errors, tokens, dollars
+        (``SessionReport``: shows as HTML in a notebook, ``.save(path)`` writes JSON)."""
+        from rtkit.report import SessionReport
+
+        return SessionReport.of(self, prices)

@@ -15,7 +15,7 @@ from typing import Any
 
 from rtkit.events import Broadcast, next_value
 
-__all__ = ["ConnectRecord", "ResumeRecord", "SessionMetrics", "TurnRecord"]
+__all__ = ["ConnectRecord", "ErrorRecord", "ResumeRecord", "SessionMetrics", "TurnRecord"]
 
 #: Input or output louder than this (RMS, dBFS) counts as speech for the timing of turns.
 VOICED_DBFS = -45.0
@@ -99,6 +99,19 @@ class BargeIn:
     at: float = field(default_factory=time.time)
 
 
+@dataclass
+class ErrorRecord:
+    """An ``error`` event or a failed ``response.done`` from the API, as it arrived (``time.time()``)."""
+
+    kind: str = "error"
+    code: str | None = None
+    type: str | None = None
+    message: str = ""
+    param: str | None = None
+    event_id: str | None = None
+    at: float = field(default_factory=time.time)
+
+
 class SessionMetrics:
     """Collects records; every finished record is also published on ``records``."""
 
@@ -107,6 +120,7 @@ class SessionMetrics:
         self.turns: list[TurnRecord] = []
         self.barge_ins: list[BargeIn] = []
         self.resumptions: list[ResumeRecord] = []
+        self.errors: list[ErrorRecord] = []
         self.records: Broadcast[ConnectRecord | TurnRecord] = Broadcast()
         self._last_voiced_input: float | None = None
         self._turn: TurnRecord | None = None
@@ -122,6 +136,9 @@ class SessionMetrics:
         """A row for the table; the call publishes the record itself (``conversation.resumed``, ``rtkit.resumed``),
         so ``records`` stays what the latency plots draw."""
         self.resumptions.append(record)
+
+    def api_error(self, record: ErrorRecord) -> None:
+        self.errors.append(record)
 
     def barge_in(self, record: BargeIn) -> None:
         self.barge_ins.append(record)
@@ -197,6 +214,7 @@ class SessionMetrics:
         rows = [asdict(r) for r in self.connects] + [asdict(t) for t in self.turns]
         rows += [asdict(r) for r in self.resumptions]
         rows += [asdict(b) for b in self.barge_ins]
+        rows += [asdict(e) for e in self.errors]
         for row in rows:
             row.pop("_speech_end", None)
             row.pop("_playing", None)
