@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # fixtures and the emulator's voice, Chromium for the real-browser tests, Redis for the multi-instance broker.
 APT_PACKAGES ?= libportaudio2 espeak-ng sox chromium redis-server
 
-.PHONY: setup system venv demo test lint format bench clean notebooks lab
+.PHONY: setup system venv demo test lint format bench clean notebooks lab pictures
 
 setup: system venv
 
@@ -63,6 +63,14 @@ format: venv
 bench: setup
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q wrk; }
 	$(PY) -m benchmarks
+
+# The README's pictures: screenshots the browser tests write to the ignored artifacts/ (make test), copied to the
+# tracked docs/img/ scaled down and palette-reduced. SOURCE:NAME pairs.
+PICTURES ?= browser_call_lesson_04_browser.png:lesson_audio_levels.png \
+	browser_call_connected_widget.png:browser_call_card.png \
+	broker_page_spoken_turn.png:broker_demo_page.png
+pictures: venv
+	$(PY) docs/pictures.py $(PICTURES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -23,6 +23,7 @@ from benchmarks import (
     mint,
     roundtrip,
     session_vs_browser,
+    workshop,
 )
 from benchmarks._common import Options, Report, Row, command, markdown_table
 
@@ -36,6 +37,7 @@ BENCHMARKS: dict[str, Callable[[Options], Coroutine[Any, Any, Report]]] = {
     session_vs_browser.NAME: session_vs_browser.run,
     hostile.NAME: hostile.run,
     drop_detection.NAME: drop_detection.run,
+    workshop.NAME: workshop.run,
 }
 
 
