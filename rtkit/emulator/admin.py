@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from rtkit._json import JsonError, loads
 from rtkit.emulator.errors import ApiError
 from rtkit.emulator.faults import FaultRequest
+from rtkit.emulator.hosts import call_not_found
 from rtkit.emulator.routes import read_api_body
 from rtkit.schema import describe_validation_error
 
@@ -64,16 +65,7 @@ async def faults(request: Request, emu: Emulator) -> Response:
 
 @_guarded
 async def list_calls(request: Request, emu: Emulator) -> Response:
-    pooled = await emu.pool.refresh() if emu.pool is not None else []
-    return JSONResponse(
-        {
-            "calls": pooled
-            + [
-                {"id": c.call_id, "state": c.state, "session_id": c.engine.session.id, "created": c.created}
-                for c in emu.calls.values()
-            ]
-        }
-    )
+    return JSONResponse({"calls": [call.to_json() for call in await emu.switchboard.live()]})
 
 
 class _Drop(BaseModel):
@@ -85,11 +77,8 @@ class _Drop(BaseModel):
 async def drop_call(request: Request, emu: Emulator) -> Response:
     body = await _parse(request, _Drop)
     call_id = request.path_params["call_id"]
-    if emu.pool is not None:
-        await emu.pool.refresh()
-    if call_id not in emu.calls and not (emu.pool is not None and emu.pool.owns(call_id)):
-        raise ApiError(f"Call '{call_id}' not found.", status=404, code="call_not_found")
-    await emu.drop_call(call_id, silent=body.silent)
+    if not await emu.switchboard.drop(call_id, silent=body.silent):
+        raise call_not_found(call_id)
     return JSONResponse({"dropped": call_id})
 
 
@@ -110,5 +99,6 @@ async def list_keys(request: Request, emu: Emulator) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """Liveness and the number of live calls, those the worker processes carry included."""
     emu: Emulator = request.app.state.emulator
-    return JSONResponse({"status": "ok", "calls": len(emu.calls)})
+    return JSONResponse({"status": "ok", "calls": len(await emu.switchboard.live())})

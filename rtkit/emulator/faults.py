@@ -1,7 +1,8 @@
 """Faults the operator can inject, for teaching the classic failures and for testing clients.
 
-Everything here is plain state read by the routes; the CLI, the Python API and the admin
-endpoint all change the same ``Faults`` object.
+Everything here is plain state: the routes read the key faults, and the ``Switchboard`` (``hosts.py``)
+applies every fault that touches calls, whichever process carries them. The CLI, the Python API and the
+admin endpoint all change the same ``Faults`` object.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from rtkit._ids import fingerprint, new_id
 from rtkit._json import JsonError, loads
 from rtkit.emulator import errors
 from rtkit.emulator.errors import ApiError
+from rtkit.emulator.hosts import Relay, session_config
 from rtkit.emulator.keys import Caller, bearer
 from rtkit.emulator.sessions import SessionState, validate_session
 from rtkit.schema import ClientSecretRequest, describe_validation_error
@@ -195,37 +196,12 @@ async def create_call(request: Request) -> Response:
     caller = emu.keys.authenticate(
         bearer(request.headers.get("authorization")), opens_session=True, single_use=emu.faults.single_use_keys
     )
-    if failure := emu.faults.take_call_failure():
-        raise failure
+    emu.switchboard.admit()
     sdp, override = await _read_offer(request)
     _check_sdp(sdp)
-    session = _session_for(emu, caller, override)
-    if emu.pool is not None:
-        call_id, answer = await emu.pool.create_call(sdp, _session_config(session))
-        emu.own_call(call_id, caller)
-        if emu.faults.block_media:
-            await emu.pool.drop(call_id, silent=True)
-        elif emu.faults.drop_calls_after is not None:
-            asyncio.get_running_loop().call_later(
-                emu.faults.drop_calls_after, lambda: emu._background(emu.drop_call(call_id))
-            )
-        return Response(
-            answer, status_code=201, media_type="application/sdp", headers={"Location": f"/v1/realtime/calls/{call_id}"}
-        )
-    call = emu.new_call(session)
-    emu.own_call(call.call_id, caller)
-    try:
-        answer = await call.answer(sdp)
-    except Exception as exc:  # aiortc raises ValueError and friends for SDP it cannot use
-        await call.close()
-        raise ApiError(f"Invalid SDP offer: {exc}", code="invalid_offer", param="sdp") from None
-    if emu.faults.block_media:
-        await call.drop(silent=True)
+    call_id, answer = await emu.switchboard.open(sdp, _session_for(emu, caller, override), caller)
     return Response(
-        answer,
-        status_code=201,
-        media_type="application/sdp",
-        headers={"Location": f"/v1/realtime/calls/{call.call_id}"},
+        answer, status_code=201, media_type="application/sdp", headers={"Location": f"/v1/realtime/calls/{call_id}"}
     )
 
 
@@ -233,16 +209,7 @@ async def create_call(request: Request) -> Response:
 async def hangup_call(request: Request) -> Response:
     emu = _emulator(request)
     caller = emu.keys.authenticate(bearer(request.headers.get("authorization")))
-    call_id = request.path_params["call_id"]
-    # Another session's call is answered exactly like an unknown one.
-    visible = emu.may_act_on(call_id, caller)
-    if visible and emu.pool is not None and emu.pool.owns(call_id):
-        await emu.pool.hangup(call_id)
-        return Response(status_code=200)
-    call = emu.calls.get(call_id) if visible else None
-    if call is None:
-        raise ApiError(f"Call '{call_id}' not found.", status=404, code="call_not_found")
-    await call.close()
+    await emu.switchboard.hangup(request.path_params["call_id"], caller)
     return Response(status_code=200)
 
 
@@ -275,24 +242,16 @@ async def realtime_websocket(ws: WebSocket) -> None:
         call_id = ws.query_params.get("call_id")
         # Joining a call's sideband opens no session of its own: the key already spent its use on the call.
         caller = emu.keys.authenticate(key, opens_session=not call_id, single_use=emu.faults.single_use_keys)
-        if failure := emu.faults.take_call_failure():
-            raise failure
+        emu.switchboard.admit()
         # Another session's call is answered exactly like an unknown one.
-        visible = call_id if call_id and emu.may_act_on(call_id, caller) else None
-        if visible and emu.pool is not None and emu.pool.owns(visible):
-            relay_to = emu.pool.sideband(visible)
-        else:
-            relay_to = None
-        sideband = emu.calls.get(visible) if visible else None
-        if call_id and sideband is None and relay_to is None:
-            raise ApiError(f"Call '{call_id}' not found.", status=404, code="call_not_found")
-        session = None if sideband else _session_for(emu, caller, None)
+        joined = emu.switchboard.sideband(call_id, caller) if call_id else None
+        session = None if joined is not None else _session_for(emu, caller, None)
         model = ws.query_params.get("model")
         transcribe = ws.query_params.get("intent") == "transcription"
         if session is not None and transcribe and caller.is_main_key:
             session = SessionState({"type": "transcription"}, default_model=emu.config.default_model)
         elif session is not None and model and caller.is_main_key:
-            session = SessionState({**_session_config(session), "model": model}, default_model=emu.config.default_model)
+            session = SessionState({**session_config(session), "model": model}, default_model=emu.config.default_model)
     except ApiError as err:
         await _deny(ws, err)
         return
@@ -300,22 +259,22 @@ async def realtime_websocket(ws: WebSocket) -> None:
     if transcribe and model:
         await _refuse_after_accept(ws, _model_in_transcription())
         return
-    if relay_to is not None:
-        await _relay(ws, *relay_to)
+    if isinstance(joined, Relay):
+        await _relay(ws, joined)
         return
     outbox: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue()
 
     def expired(reason: str) -> None:
         outbox.put_nowait((1001, reason))
 
-    if sideband is not None:
-        engine = sideband.engine
+    if joined is not None:
+        engine = joined
     else:
         assert session is not None
         engine = emu.new_engine(session, transport="websocket", on_expired=expired)
     engine.add_sink(outbox.put_nowait)
     writer = asyncio.create_task(_write(ws, outbox))
-    if sideband is None:
+    if joined is None:
         engine.start()
     else:
         # A joining server learns the call's current configuration; the call's own peer hears nothing of it.
@@ -334,7 +293,7 @@ async def realtime_websocket(ws: WebSocket) -> None:
         pass
     finally:
         engine.remove_sink(outbox.put_nowait)
-        if sideband is None:
+        if joined is None:
             await engine.close()
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -355,11 +314,11 @@ async def _refuse_after_accept(ws: WebSocket, err: ApiError) -> None:
     await ws.close(code=1008, reason=err.message[:120])
 
 
-async def _relay(ws: WebSocket, url: str, headers: dict[str, str]) -> None:
+async def _relay(ws: WebSocket, relay: Relay) -> None:
     """A sideband WebSocket for a call a worker process carries: the worker's own sideband, relayed both ways
     until either side closes (the call's engine lives in the worker)."""
     try:
-        async with websockets.connect(url, additional_headers=headers) as upstream:
+        async with websockets.connect(relay.url, additional_headers=relay.headers) as upstream:
 
             async def down() -> None:
                 async for message in upstream:
@@ -383,13 +342,6 @@ async def _relay(ws: WebSocket, url: str, headers: dict[str, str]) -> None:
         pass  # the worker's call ended (or the worker went away): the sideband ends with it
     with contextlib.suppress(Exception):
         await ws.close(code=1000)
-
-
-def _session_config(session: SessionState) -> dict[str, Any]:
-    wire = session.to_wire()
-    for key in ("id", "object", "expires_at"):
-        wire.pop(key, None)
-    return wire
 
 
 async def _write(ws: WebSocket, outbox: asyncio.Queue[dict[str, Any] | tuple[int, str]]) -> None:

@@ -20,7 +20,8 @@ from rtkit.emulator.cors import CallsCors
 from rtkit.emulator.engine import Engine, TransportKind
 from rtkit.emulator.errors import ApiError
 from rtkit.emulator.faults import Faults
-from rtkit.emulator.keys import Caller, KeyStore
+from rtkit.emulator.hosts import CallHost, LocalCalls, Switchboard
+from rtkit.emulator.keys import KeyStore
 from rtkit.emulator.limits import MAX_EVENT_FRAME_BYTES
 from rtkit.emulator.responders import RESPONDERS, Responder
 from rtkit.emulator.sessions import SessionState
@@ -54,9 +55,6 @@ class Emulator:
         self.keys = KeyStore(self.config.api_key.get_secret_value())
         admin = self.config.admin_token
         self.admin_token = admin.get_secret_value() if admin else secrets.token_urlsafe(24)
-        self.calls: dict[str, RtcCall] = {}
-        #: Call id → the ephemeral key that opened it, for the calls of this process and of its workers.
-        self._call_keys: dict[str, str] = {}
         #: Every server event sent on any connection, newest last (bounded): for tests and notebooks.
         self.server_events: deque[dict[str, Any]] = deque(maxlen=20_000)
         self.event_hooks: list[EventHook] = []
@@ -74,9 +72,20 @@ class Emulator:
         self._tasks: set[asyncio.Future[Any]] = set()
         loopback = self.config.loopback_ice
         self.loopback_ice = is_loopback_host(self.config.host) if loopback is None else loopback
+        #: The calls this process carries itself (none when workers carry them).
+        self.local = LocalCalls(lambda session: self.new_call(session))
+        #: The worker processes that carry the calls instead, with ``workers=N``.
         self.pool = WorkerPool(self.config.workers, self.config, self.admin_token) if self.config.workers else None
+        host: CallHost = self.pool if self.pool is not None else self.local
+        #: Where the routes open, hang up, join, list and drop calls, whichever host carries them.
+        self.switchboard = Switchboard(host, self.faults)
 
     # -- addresses ------------------------------------------------------------------------
+    @property
+    def calls(self) -> dict[str, RtcCall]:
+        """Live call id → call, for the calls carried in this process (``pool.calls`` lists the workers')."""
+        return self.local.calls
+
     @property
     def api_key(self) -> str:
         return self.config.api_key.get_secret_value()
@@ -107,18 +116,17 @@ class Emulator:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> Emulator:
-        if self.pool is not None:
-            await self.pool.start()
+        await self.switchboard.start()
         await self._server.start()
         log.info("emulator listening on %s", self.origin)
         return self
 
     async def stop(self) -> None:
-        for call in list(self.calls.values()):
-            await call.close()
+        # Calls carried here end before the server, so that their peers hear the hangup; worker processes
+        # stop after it, since its routes forward to them.
+        await self.local.stop()
         await self._server.stop()
-        if self.pool is not None:
-            await self.pool.stop()
+        await self.switchboard.stop()
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -164,6 +172,7 @@ class Emulator:
         return engine
 
     def new_call(self, session: SessionState) -> RtcCall:
+        """A WebRTC call of ``session`` carried in this process, not yet answered (``LocalCalls`` keeps it)."""
         track = ModelAudioTrack()
         holder: dict[str, RtcCall] = {}
 
@@ -180,29 +189,7 @@ class Emulator:
             peer_timeout=self.config.call_peer_timeout,
         )
         holder["call"] = call
-
-        def closed(c: RtcCall) -> None:
-            self.calls.pop(c.call_id, None)
-            self._call_keys.pop(c.call_id, None)
-
-        call.on_closed = closed
-        self.calls[call.call_id] = call
-        if self.faults.drop_calls_after is not None:
-            asyncio.get_running_loop().call_later(self.faults.drop_calls_after, lambda: self._background(call.drop()))
         return call
-
-    def own_call(self, call_id: str, caller: Caller) -> None:
-        """Remember which ephemeral key opened a call (here or in a worker), so that no other one can act on it."""
-        live = set(self.calls) | (set(self.pool.calls) if self.pool is not None else set())
-        # Calls a worker carried end without telling this process; forget them when it learns they ended.
-        self._call_keys = {c: key for c, key in self._call_keys.items() if c in live}
-        if caller.secret is not None:
-            self._call_keys[call_id] = caller.secret.value
-
-    def may_act_on(self, call_id: str, caller: Caller) -> bool:
-        """The main key keeps the server's rights on every call; an ephemeral key acts only on the calls it opened.
-        A refused caller must be told the call does not exist, so that ids cannot be probed."""
-        return caller.secret is None or self._call_keys.get(call_id) == caller.secret.value
 
     def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -210,14 +197,6 @@ class Emulator:
         task.add_done_callback(self._tasks.discard)
 
     async def drop_call(self, call_id: str | None = None, *, silent: bool = False) -> int:
-        """Drop one live call (or all of them) as a network failure would; returns how many."""
-        if self.pool is not None:
-            await self.pool.refresh()
-            ids = [call_id] if call_id else list(self.pool.calls)
-            for pooled in ids:
-                await self.pool.drop(pooled, silent=silent)
-            return len(ids)
-        targets = [self.calls[call_id]] if call_id else list(self.calls.values())
-        for call in targets:
-            await call.drop(silent=silent)
-        return len(targets)
+        """Drop one live call (or all of them), whichever process carries it, as a network failure would;
+        returns how many."""
+        return await self.switchboard.drop(call_id, silent=silent)

@@ -16,7 +16,8 @@ import contextlib
 import json
 import multiprocessing
 import multiprocessing.connection
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -24,6 +25,8 @@ import httpx
 from rtkit._process import exit_with_parent
 from rtkit.emulator.config import EmulatorConfig
 from rtkit.emulator.errors import ApiError
+from rtkit.emulator.hosts import LiveCall, Relay, session_config
+from rtkit.emulator.sessions import SessionState
 
 _ADMIN = "X-Rtkit-Admin-Token"
 
@@ -48,11 +51,15 @@ def _worker_main(settings: dict[str, Any], conn: multiprocessing.connection.Conn
 class _Worker:
     process: multiprocessing.process.BaseProcess
     url: str
-    calls: set[str] = field(default_factory=set)
 
 
 class WorkerPool:
-    """N emulator processes that carry the WebRTC calls of one public emulator."""
+    """N emulator processes that carry the WebRTC calls of one public emulator: a ``CallHost``.
+
+    The main process learns that a call ended on its own (its peer hung up or vanished) only when it asks
+    (``refresh``); until then ``owns`` may still say yes, and the worker answers for the call as for an
+    unknown one.
+    """
 
     def __init__(self, count: int, config: EmulatorConfig, admin_token: str) -> None:
         self.count = count
@@ -76,7 +83,9 @@ class WorkerPool:
         self._admin = admin_token
         self._workers: list[_Worker] = []
         self._owner: dict[str, _Worker] = {}
+        self._refreshing: asyncio.Future[list[LiveCall]] | None = None
         self._http = httpx.AsyncClient(timeout=30.0)
+        self.on_ended: Callable[[str], None] = lambda call_id: None
 
     async def start(self) -> None:
         context = multiprocessing.get_context("spawn")
@@ -103,23 +112,34 @@ class WorkerPool:
     def owns(self, call_id: str) -> bool:
         return call_id in self._owner
 
-    def sideband(self, call_id: str) -> tuple[str, dict[str, str]]:
-        """Where a server's WebSocket for a call this pool carries goes (``?call_id=``), and how to knock."""
-        url = self._owner[call_id].url.replace("http://", "ws://", 1)
-        return f"{url}/v1/realtime?call_id={call_id}", {"Authorization": f"Bearer {self._api_key}"}
+    def sideband(self, call_id: str) -> Relay | None:
+        """The worker's own sideband for a call it carries (``?call_id=``), and how to knock."""
+        worker = self._owner.get(call_id)
+        if worker is None:
+            return None
+        url = worker.url.replace("http://", "ws://", 1)
+        return Relay(f"{url}/v1/realtime?call_id={call_id}", self._bearer)
 
     @property
     def calls(self) -> dict[str, str]:
-        """Live call id → the worker URL carrying it."""
+        """Live call id → the worker URL carrying it (as of the last ``refresh``)."""
         return {call_id: worker.url for call_id, worker in self._owner.items()}
 
-    async def create_call(self, sdp: str, session: dict[str, Any]) -> tuple[str, str]:
-        """Forward an offer; returns (call id, SDP answer)."""
-        worker = min(self._workers, key=lambda w: len(w.calls))
+    @property
+    def _bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"}
+
+    async def create(self, sdp: str, session: SessionState) -> tuple[str, str]:
+        """Forward an offer and the caller's session config to the least busy worker (the SDK's multipart form)."""
+        load = {id(w): 0 for w in self._workers}
+        for owner in self._owner.values():
+            load[id(owner)] += 1
+        worker = min(self._workers, key=lambda w: load[id(w)])
+        config = json.dumps(session_config(session))
         response = await self._http.post(
             f"{worker.url}/v1/realtime/calls",
-            headers={"Authorization": f"Bearer {self._api_key}"},
-            files={"sdp": (None, sdp, "application/sdp"), "session": (None, json.dumps(session), "application/json")},
+            headers=self._bearer,
+            files={"sdp": (None, sdp, "application/sdp"), "session": (None, config, "application/json")},
         )
         if response.status_code != 201:
             body = response.json().get("error", {})
@@ -131,34 +151,50 @@ class WorkerPool:
                 param=body.get("param"),
             )
         call_id = response.headers["location"].rsplit("/", 1)[-1]
-        worker.calls.add(call_id)
         self._owner[call_id] = worker
         return call_id, response.text
 
-    async def hangup(self, call_id: str) -> None:
-        worker = self._owner.pop(call_id)
-        worker.calls.discard(call_id)
-        await self._http.post(
-            f"{worker.url}/v1/realtime/calls/{call_id}/hangup", headers={"Authorization": f"Bearer {self._api_key}"}
-        )
+    async def hangup(self, call_id: str) -> bool:
+        worker = self._owner.get(call_id)
+        if worker is None:
+            return False
+        response = await self._http.post(f"{worker.url}/v1/realtime/calls/{call_id}/hangup", headers=self._bearer)
+        self._forget(call_id)
+        return response.status_code == 200
 
-    async def drop(self, call_id: str, *, silent: bool = False) -> None:
-        worker = self._owner.pop(call_id)
-        worker.calls.discard(call_id)
-        await self._http.post(
+    async def drop(self, call_id: str, *, silent: bool = False) -> bool:
+        worker = self._owner.get(call_id)
+        if worker is None:
+            return False
+        response = await self._http.post(
             f"{worker.url}/_rtkit/calls/{call_id}/drop", json={"silent": silent}, headers={_ADMIN: self._admin}
         )
+        self._forget(call_id)
+        return response.status_code == 200
 
-    async def refresh(self) -> list[dict[str, Any]]:
-        """Ask every worker which calls are still live (peers hang up on their own) and forget the others."""
-        live: list[dict[str, Any]] = []
+    async def refresh(self) -> list[LiveCall]:
+        """Ask every worker which calls are still live (peers hang up on their own) and forget the others.
+
+        Concurrent callers share one round of requests, so that a flood of health checks costs the workers
+        no more than one."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._refresh())
+        return await asyncio.shield(self._refreshing)
+
+    async def _refresh(self) -> list[LiveCall]:
+        # Only calls known before asking can have ended: one created meanwhile may be missing from an answer.
+        known = set(self._owner)
+        live: list[LiveCall] = []
         for worker in self._workers:
             response = await self._http.get(f"{worker.url}/_rtkit/calls", headers={_ADMIN: self._admin})
-            calls = response.json()["calls"]
-            worker.calls = {c["id"] for c in calls}
-            live.extend({**c, "worker": worker.url} for c in calls)
-        self._owner = {c: w for w in self._workers for c in w.calls}
+            live.extend(LiveCall(**{**c, "worker": worker.url}) for c in response.json()["calls"])
+        for call_id in known - {c.id for c in live}:
+            self._forget(call_id)
         return live
+
+    def _forget(self, call_id: str) -> None:
+        if self._owner.pop(call_id, None) is not None:
+            self.on_ended(call_id)
 
 
 def _loopback(host: str) -> bool:
