@@ -350,6 +350,9 @@ async def test_idle_timeout_over_webrtc_counts_from_output_audio_buffer_stopped(
         await call.close()
     times = {id(event): t for t, event in call.events}
     waited = times[id(triggered)] - times[id(stopped)]
-    assert 0.9 <= waited <= 1.6, waited  # 1 s of input silence after the playback stopped (plus 20 ms frames)
+    # 1 s of input silence counted from the end of playback: not from response.done, which came earlier by the
+    # rest of the reply's playback (the lower bound). The upper bound only catches a clock that never started;
+    # a loaded machine delivers the probe's silence frames late, and the wall clock with them.
+    assert 0.9 <= waited <= 3.0, waited
     assert triggered["audio_end_ms"] - triggered["audio_start_ms"] >= 1000
     assert second["response"]["status"] == "in_progress"
