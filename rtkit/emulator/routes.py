@@ -272,7 +272,7 @@ async def realtime_websocket(ws: WebSocket) -> None:
     else:
         assert session is not None
         engine = emu.new_engine(session, transport="websocket", on_expired=expired)
-    engine.add_sink(outbox.put_nowait)
+    engine.add_listener(outbox.put_nowait)
     writer = asyncio.create_task(_write(ws, outbox))
     if joined is None:
         engine.start()
@@ -292,7 +292,7 @@ async def realtime_websocket(ws: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        engine.remove_sink(outbox.put_nowait)
+        engine.remove_listener(outbox.put_nowait)
         if joined is None:
             await engine.close()
         writer.cancel()

@@ -168,7 +168,7 @@ class Emulator:
             max_session_seconds=self.config.max_session_seconds,
             on_expired=on_expired,
         )
-        engine.add_sink(self._record)
+        engine.add_listener(self._record)
         return engine
 
     def new_call(self, session: SessionState) -> RtcCall:
