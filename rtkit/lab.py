@@ -9,11 +9,18 @@ In a lesson the kernel plays the guide's *backend*: it holds the main key (the e
 * ``"kernel"``: the kernel's own microphone and speaker (sounddevice), for Jupyter on a laptop.
 * ``"browser"``: this browser tab's microphone and speaker (``BrowserCall``), for a JupyterHub, a Binder,
   any server whose kernel has no sound device. The emulator opens its CORS to the page showing the call.
+
+Lessons keep their checks out of the reader's way with ``check(condition, "what you should have seen")``,
+switch cells that need one backend with ``backend.only_on("emulator", why)``, and play a spoken turn back with
+``await listen(call)``.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import importlib.util
+import io
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -26,9 +33,11 @@ from rtkit.keys import IssuerKeys
 from rtkit.tokens import OPENAI_BASE_URL, TokenIssuer
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from rtkit.widgets.browser_call import BrowserCall
 
-__all__ = ["AudioSide", "LabBackend", "audio_side", "start_backend"]
+__all__ = ["AudioSide", "LabBackend", "Listening", "audio_side", "check", "listen", "start_backend"]
 
 AudioSide = Literal["recorded", "kernel", "browser"]
 #: The reader's choice for every lesson, from the environment (a hub can set it for everyone).
@@ -41,6 +50,17 @@ _BROWSER_ONLY = ("frontend_timeout",)
 def _jupyter_proxy_available() -> bool:
     """jupyter-server-proxy is installed (the kernel shares the server's environment, as on most hubs)."""
     return importlib.util.find_spec("jupyter_server_proxy") is not None
+
+
+def check(condition: object, expected: str) -> None:
+    """A lesson's check: nothing when ``condition`` holds; else an ``AssertionError`` that says, in the lesson's
+    words, what the reader should have seen (``expected``), instead of a bare ``assert``'s empty traceback.
+    The notebooks' tests (nbval) fail on it, as on any error."""
+    if not condition:
+        raise AssertionError(
+            f"Expected: {expected}. That is not what happened in this run: read the outputs above, and if you "
+            "changed a cell, run the lesson again from the top (Kernel → Restart and run all)."
+        )
 
 
 def audio_side(choice: str | None = None) -> AudioSide:
@@ -126,6 +146,15 @@ class LabBackend:
         if self.emulator is not None:
             self.emulator.allow_origin(origin)
 
+    def only_on(self, backend: Literal["emulator", "real"], why: str) -> bool:
+        """The one switch for a cell that needs one kind of backend: ``if backend.only_on("emulator", "fault
+        injection needs it"):``. True on that backend; elsewhere it prints ``skipped: <why>`` (so the saved
+        output says what did not run, and why) and returns False."""
+        if (backend == "real") == self.real:
+            return True
+        print(f"skipped on the {'real API' if self.real else 'emulator'}: {why}")
+        return False
+
     def describe(self) -> str:
         if self.real:
             return f"Real Realtime API at {self.base_url} (OPENAI_API_KEY is set)."
@@ -154,3 +183,116 @@ async def start_backend(
     # short (a server's Retry-After is still waited in full).
     issuer = TokenIssuer(emulator.api_key, base_url=emulator.base_url, backoff_max=0.6)
     return LabBackend(emulator.base_url, issuer, IssuerKeys(issuer, session), emulator=emulator)
+
+
+@dataclass
+class Listening:
+    """What a call's spoken turns sounded like, as labelled clips (``(label, int16 PCM)`` at ``sample_rate``) and
+    a note on where they come from; displayed, it is an audio player per clip."""
+
+    note: str
+    clips: list[tuple[str, np.ndarray]]
+    sample_rate: int = 24_000
+
+    def _repr_html_(self) -> str:
+        parts = [f"<p>{html.escape(self.note)}</p>"]
+        for label, pcm in self.clips:
+            seconds = pcm.size / self.sample_rate
+            data = base64.b64encode(_mp3(pcm, self.sample_rate)).decode("ascii")
+            player = f"<audio controls preload='none' src='data:audio/mpeg;base64,{data}'></audio>"
+            parts.append(f"<div><b>{html.escape(label)}</b> ({seconds:.1f} s)<br>{player}</div>")
+        return "".join(parts)
+
+
+def _mp3(pcm: np.ndarray, rate: int, kbps: int = 48) -> bytes:
+    """Mono int16 PCM as MP3: a saved notebook keeps a few kilobytes per clip, not a WAV's 48 KB a second, and
+    every browser plays it."""
+    import av
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp3") as container:
+        stream = container.add_stream("libmp3lame", rate=rate)
+        stream.bit_rate = kbps * 1000
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.asarray(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def _voiced_spans(pcm: np.ndarray, rate: int, gap_s: float = 1.0, pad_s: float = 0.1) -> list[tuple[int, int]]:
+    """Sample ranges of ``pcm`` louder than ``VOICED_DBFS`` (20 ms frames), joined across pauses under
+    ``gap_s`` and padded by ``pad_s`` each side."""
+    import numpy as np
+
+    from rtkit.metrics import VOICED_DBFS
+
+    frame = rate // 50
+    count = pcm.size // frame
+    if count == 0:
+        return []
+    frames = pcm[: count * frame].reshape(count, frame).astype(np.float64) / 32768.0
+    rms = np.sqrt(np.mean(frames**2, axis=1))
+    voiced = np.flatnonzero(20 * np.log10(np.maximum(rms, 1e-9)) > VOICED_DBFS)
+    spans: list[tuple[int, int]] = []
+    gap, pad = round(gap_s * 50), round(pad_s * rate)
+    for index in voiced:
+        if spans and index - spans[-1][1] <= gap:
+            spans[-1] = (spans[-1][0], int(index))
+        else:
+            spans.append((int(index), int(index)))
+    return [(max(0, a * frame - pad), min(pcm.size, (b + 1) * frame + pad)) for a, b in spans]
+
+
+async def listen(call: LiveCall) -> Listening:
+    """An audio player for the question and the reply of each spoken turn, from what the kernel side holds.
+
+    * ``recorded`` side: the question is the sentence the kit played (a ``SpeechSource``: spoken again by the same
+      voice, or the shipped recording), the replies are the stretches of speech in the call's ``RecorderSink``.
+    * ``kernel`` side: your microphone and the speaker played live; the kernel keeps neither, so nothing is
+      replayed (the note says so).
+    * ``browser`` side: the audio never passes through the kernel (the page sends it to the API and plays the
+      reply itself; the kernel sees events, levels and metrics). Nothing is replayed here; recording on the page
+      is a separate feature.
+    """
+    import numpy as np
+
+    from rtkit.audio.sinks import RecorderSink
+    from rtkit.audio.sources import HELLO_TEXT, SilenceSource, SpeechSource, load_hello
+    from rtkit.audio.speech import speak
+
+    source, sink = getattr(call, "source", None), getattr(call, "sink", None)
+    if not isinstance(sink, RecorderSink):
+        where = "this browser tab" if source is None and sink is None else "the kernel's speaker"
+        return Listening(
+            f"Nothing to replay: the reply played live in {where}, and only the recorded side keeps the audio "
+            f"(RTKIT_AUDIO={audio_side()}).",
+            [],
+        )
+    clips: list[tuple[str, np.ndarray]] = []
+    rate = sink.sample_rate
+    if isinstance(source, SpeechSource) and source.engine is not None:
+        text = source.text
+        if source.engine == "espeak-ng":
+            question = await speak(text, voice=source.voice, words_per_minute=source.words_per_minute, rate=rate)
+            voice = "spoken by espeak-ng"
+        else:  # no espeak-ng here: the source played the shipped recording, whatever its text
+            question, voice, text = load_hello(rate), "the kit's shipped recording", HELLO_TEXT
+        note = f"The kit played a recorded sentence ({voice}): “{text}” (RTKIT_AUDIO=recorded: nobody spoke)."
+        clips.append(("the question (what the kit played)", np.asarray(question, dtype=np.int16)))
+    elif isinstance(source, SilenceSource):
+        note = "The kit sent silence (this call's turns are text); here is what the model said."
+    else:
+        note = "The kit played the lesson's recording; here is what the model said."
+    # The recorder holds the whole call, silences included (a WebRTC track never stops): each reply is a
+    # stretch of speech, and turns are apart by more than a second of silence.
+    spans = _voiced_spans(sink.pcm, rate)
+    replies = len([t for t in call.metrics.turns if t.reply_seconds])
+    for n, (start, end) in enumerate(spans, 1):
+        label = f"reply {n}" if len(spans) == replies else f"what the model said, part {n}"
+        clips.append((label, sink.pcm[start:end]))
+    return Listening(note, clips, rate)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import html
 import logging
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -83,3 +86,83 @@ class Throttle:
         if self._pending is not None:
             self._pending.cancel()
         self._run()
+
+
+def png_bundle(png: bytes) -> dict[str, str]:
+    """A PNG as a notebook output's ``image/png`` entry (base64 text, as nbformat stores it)."""
+    return {"image/png": base64.b64encode(png).decode("ascii")}
+
+
+class StaticCopy:
+    """A widget's output that still says something where widgets do not render (GitHub, nbviewer, an HTML export).
+
+    The output's mime bundle holds the live view *and* a static copy of the widget's state (``text/html`` or
+    ``image/png``): a front end with the widget manager shows the view (it ranks first), any other shows the
+    copy. The output gets a display id, and after each cell that changed the copy it is updated in place, so a
+    notebook saved at the end holds each panel as it ended. An update re-mounts the live view from the same
+    model (the state lives in the model, not the view), once per cell at most.
+    """
+
+    def __init__(
+        self,
+        widget: widgets.Widget,
+        render: Callable[[], dict[str, str]],
+        key: Callable[[], object] | None = None,
+    ) -> None:
+        self.widget = widget
+        #: The static copy as mime type → data; ``key`` (cheap) says whether it may have changed, for copies
+        #: that are costly to render (a plot's PNG).
+        self.render = render
+        self.key = key
+        self._display_ids: list[str] = []
+        self._static: dict[str, str] = {}
+        self._key: object = None
+        self._hooked: Any = None
+
+    def bundle(self, live: dict[str, Any]) -> dict[str, Any]:
+        """``live`` (the widget's own bundle) with the static copy beside it."""
+        key = self.key() if self.key is not None else None
+        if key is None or key != self._key or not self._static:
+            try:
+                self._static = self.render()
+            except Exception:
+                log.exception("static copy failed")
+            self._key = key
+        return {**live, **self._static}
+
+    def show(self, live: dict[str, Any]) -> None:
+        """Display the widget with a display id, and keep its static copy current after each cell."""
+        from IPython import get_ipython
+        from IPython.display import display
+
+        display_id = uuid.uuid4().hex
+        self._display_ids.append(display_id)
+        display(self.bundle(live), raw=True, display_id=display_id)
+        shell = get_ipython()
+        if shell is not None and self._hooked is None:
+            self._hooked = shell
+            shell.events.register("post_run_cell", self._after_cell)
+
+    def _after_cell(self, *_: Any) -> None:
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Update every display of the widget if its static copy changed; True if it did."""
+        from IPython.display import update_display
+
+        if not self._display_ids or self.widget.comm is None:  # never shown, or closed
+            return False
+        previous = self._static
+        data = self.widget._repr_mimebundle_()
+        if self._static == previous:
+            return False
+        for display_id in self._display_ids:
+            update_display(data, raw=True, display_id=display_id)
+        return True
+
+    def forget(self) -> None:
+        """Stop refreshing (the widget was closed)."""
+        if self._hooked is not None:
+            with contextlib.suppress(ValueError):
+                self._hooked.events.unregister("post_run_cell", self._after_cell)
+            self._hooked = None

@@ -13,9 +13,11 @@ from typing import Any
 import ipywidgets as widgets
 
 from rtkit.call import LiveCall, StateChange
-from rtkit.widgets._ui import Throttle, error_html, light, spawn
+from rtkit.widgets._ui import StaticCopy, Throttle, error_html, light, spawn
 from rtkit.widgets.browser_call import BrowserCall
 
+#: Lines of the event log a static copy keeps (the newest; the count of earlier ones is said).
+STATIC_LINES = 120
 #: Events too chatty to log one by one by default (they arrive tens of times a second).
 NOISY = (
     "response.output_audio.delta",
@@ -71,6 +73,33 @@ class ConnectionPanel(widgets.VBox):
         if self.card is not None:
             controls = [self.card]
         super().__init__([*controls, widgets.HBox([self._filter, self._noisy]), self._log])
+        self._copy = StaticCopy(self, lambda: {"text/html": self.static_html()})
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return self._copy.bundle(super()._repr_mimebundle_(**kwargs))
+
+    def _ipython_display_(self) -> None:
+        self._copy.show(super()._repr_mimebundle_())
+
+    def static_html(self) -> str:
+        """The panel as plain HTML, for where widgets do not render (a saved notebook on GitHub, nbviewer, an
+        HTML export): the state light, the status line, and the event log **oldest first**, as a log is read
+        once it has ended (the live view shows the newest first). The reader's filter applies."""
+        lines = self.visible_lines()
+        earlier = len(lines) - STATIC_LINES
+        shown = lines[-STATIC_LINES:]
+        if earlier > 0:
+            shown = [f"… {earlier} earlier lines", *shown]
+        where = ""
+        if self.card is not None:
+            where = " · <i>the call ran in the browser tab (its card, microphone and meters are not saved)</i>"
+        attempts = f" · {self.attempts} reconnect attempts" if self.attempts else ""
+        log = html.escape("\n".join(shown)) or "(no events yet)"
+        return (
+            f"<div class='rtkit-static'><b>Connection panel</b> · {light(self.session.state)}{attempts}{where}"
+            f"<br>{self._status.value}"
+            f"<pre style='max-height:22em;overflow:auto;border:1px solid #ddd;font-size:12px'>{log}</pre></div>"
+        )
 
     async def connect(self) -> None:
         if self.card is None:

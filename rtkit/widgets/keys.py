@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import time
 from typing import Any
 
 import ipywidgets as widgets
@@ -12,7 +13,7 @@ import ipywidgets as widgets
 from rtkit.cache import TokenCache
 from rtkit.keys import KeyProvider
 from rtkit.tokens import EphemeralKey
-from rtkit.widgets._ui import error_html, spawn
+from rtkit.widgets._ui import StaticCopy, error_html, spawn
 
 
 class KeyPanel(widgets.VBox):
@@ -45,6 +46,29 @@ class KeyPanel(widgets.VBox):
         self._button.on_click(lambda _: spawn(self.mint(), self._status))
         self._ticker: asyncio.Task[None] | None = None
         super().__init__([widgets.HBox([self._button, self._key, self._countdown]), self._status])
+        self._copy = StaticCopy(self, lambda: {"text/html": self.static_html()})
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return self._copy.bundle(super()._repr_mimebundle_(**kwargs))
+
+    def _ipython_display_(self) -> None:
+        self._copy.show(super()._repr_mimebundle_())
+
+    def static_html(self) -> str:
+        """The panel's state as plain HTML, for where widgets do not render: the key's fingerprint, where it
+        came from, and when it expires (a clock time: a countdown would be wrong as soon as it was saved)."""
+        if self.key is None:
+            body = "<i>no key yet</i>"
+        else:
+            cache = "" if self.hit is None else (" · cache hit" if self.hit else " · cache miss (minted)")
+            expires = time.strftime("%H:%M:%S UTC", time.gmtime(self.key.expires_at.timestamp()))
+            session, model = html.escape(self.key.session_id or "?"), html.escape(self.key.model or "?")
+            body = (
+                f"<code>{html.escape(self.key.fingerprint)}</code>{cache} · expires at {expires}<br>"
+                f"session <code>{session}</code>, model {model}"
+            )
+        error = f"<br>{error_html(self.error)}" if self.error is not None else ""
+        return f"<div class='rtkit-static'><b>🔑 Key panel</b> ({self.mints} minted) · {body}{error}</div>"
 
     async def mint(self) -> EphemeralKey:
         self._status.value = "minting…"
@@ -98,4 +122,5 @@ class KeyPanel(widgets.VBox):
     def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+        self._copy.forget()
         super().close()

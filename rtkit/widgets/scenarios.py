@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import html
 from dataclasses import dataclass, field
+from typing import Any
 
 import ipywidgets as widgets
 
@@ -19,7 +20,7 @@ from rtkit.errors import RtkitError
 from rtkit.keys import StaticKey
 from rtkit.lab import LabBackend
 from rtkit.session import RealtimeSession
-from rtkit.widgets._ui import error_html, spawn
+from rtkit.widgets._ui import StaticCopy, error_html, spawn
 
 SCENARIOS = {
     "expire_key": "Key expires",
@@ -67,6 +68,21 @@ class ScenarioPanel(widgets.VBox):
         super().__init__(
             [widgets.GridBox(buttons, layout=widgets.Layout(grid_template_columns="repeat(3, 230px)")), note, self._out]
         )
+        self._copy = StaticCopy(self, lambda: {"text/html": self.static_html()})
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return self._copy.bundle(super()._repr_mimebundle_(**kwargs))
+
+    def _ipython_display_(self) -> None:
+        self._copy.show(super()._repr_mimebundle_())
+
+    def static_html(self) -> str:
+        """The scenarios run so far, oldest first, each with its outcome: the panel where widgets do not render."""
+        rows = "".join(
+            f"<li style='color:{'#2e7d32' if r.recovered else '#c62828'}'>{html.escape(r.summary())}</li>"
+            for r in self.results
+        )
+        return f"<div class='rtkit-static'><b>Scenario panel</b><ol>{rows or '<i>no scenario run yet</i>'}</ol></div>"
 
     async def run(self, name: str) -> ScenarioResult:
         if name not in SCENARIOS:

@@ -158,7 +158,7 @@ async def test_quickstart_runs_in_jupyterlab_and_its_widgets_render_and_connect(
     await cells.nth(count - 1).wait_for(timeout=30_000)
     # The kernel has started and the notebook is connected to it (the toolbar's circle, "Idle").
     await page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=30_000)
-    assert await cells.count() == count == 6, await prompts(page)
+    assert await cells.count() == count == 7, await prompts(page)
 
     # Everything but the last cell, which closes the session and would turn the light grey again.
     await cells.nth(count - 1).locator(".jp-InputPrompt").click()
