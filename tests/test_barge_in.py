@@ -179,3 +179,7 @@ async def test_a_truncated_reply_keeps_only_what_was_heard_on_both_sides(long_re
     assert reply.interrupted and reply.ended_at is not None and reply.ended_at >= reply.at
     notes = session.conversation.to_markdown()
     assert f"*cut at {reply.truncated_ms} ms of {reply.audio_ms} ms; heard:* {heard}" in notes, notes
+    from rtkit.widgets.transcript import Transcript
+
+    shown = Transcript(session).html()
+    assert f"✂ cut at {reply.truncated_ms} ms of {reply.audio_ms} ms; heard: “{heard}”" in shown, shown

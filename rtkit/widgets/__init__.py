@@ -10,6 +10,7 @@ from rtkit.widgets.keys import KeyPanel
 from rtkit.widgets.plots import LatencyPlot, LevelPlot
 from rtkit.widgets.scenarios import SCENARIOS, ScenarioPanel, ScenarioResult
 from rtkit.widgets.timeline import ConversationTimeline
+from rtkit.widgets.transcript import Transcript
 
 __all__ = [
     "SCENARIOS",
@@ -21,4 +22,5 @@ __all__ = [
     "LevelPlot",
     "ScenarioPanel",
     "ScenarioResult",
+    "Transcript",
 ]
