@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rtkit.broker.server import BrokerState
 
 STATIC = Path(__file__).with_name("static")
-#: The browser client this page shares with the notebook's BrowserCall (microphone, transports, PCM audio).
+#: The browser client this page shares with the notebook's BrowserCall (``PageCall``: the call, minus its UI).
 SHARED_JS = Path(__file__).parents[1] / "static" / "realtime.js"
 #: Revalidate on every load, so a workshop that edits app.js sees the edit on the next reload.
 _NO_CACHE = {"Cache-Control": "no-cache"}

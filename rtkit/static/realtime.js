@@ -3,6 +3,12 @@
  * broker, which serves this file at /static/realtime.js) and the notebook's BrowserCall widget (whose
  * module is this file followed by static/browser_call.js: anywidget loads one module, with no imports).
  *
+ *   PageCall            one Realtime call at a time from this page: what both pages do, each keeping only its UI
+ *                       (and the broker page its keys and reconnection: in a notebook the kernel runs those)
+ *     .open()           the microphone, then a session over WebRTC or the WebSocket ("auto": WebRTC, else or when
+ *                       it cannot be set up the WebSocket); resolves once the server said `session.created`
+ *     .measure()        the microphone's and the model's levels;  .readStats()  the WebRTC connection's getStats()
+ *     .interrupt()      barge-in: playback stopped, the reply cut to what was played (Playout)
  *   openMicrophone()    getUserMedia with echo cancellation; refusals as CallError in plain words
  *   openWebRTC()        microphone track + "oai-events" data channel; the SDP offer POSTed to
  *                       `${baseUrl}/realtime/calls` with the ek_ key, the answer applied
@@ -264,4 +270,466 @@ export async function captureMicrophone(context, mic, onChunk) {
   };
   source.connect(node);
   return () => source.disconnect();
+}
+
+// ---- the call a page makes -------------------------------------------------------------------------
+
+export const SESSION_START_MS = 10000; // per transport: "auto" may still try the WebSocket after WebRTC
+
+/**
+ * One Realtime call at a time from this page, with its media: what the broker's demo page and the notebook's
+ * BrowserCall both do. A page keeps its UI, and where the keys come from and when to reconnect: `open` is one
+ * attempt with one key, and `onLost` says the open call is gone (already hung up here).
+ *
+ * `retry` ends a microphone failure's hint ("press Connect again"); `bargeIn`: speaking over a reply stops it
+ * and cuts it to what was played (else replies play out). Callbacks: onEvent(serverEvent) for every event of the
+ * call; onLost(reason); onNotice({type: "rtkit.…", message, …}); onBargeIn(record) with what was played (the
+ * fields of rtkit's `rtkit.barge_in` event); onTranscript(text), the reply's transcript so far.
+ */
+export class PageCall {
+  constructor({
+    retry,
+    bargeIn = true,
+    onEvent = () => {},
+    onLost = () => {},
+    onNotice = () => {},
+    onBargeIn = () => {},
+    onTranscript = () => {},
+  }) {
+    Object.assign(this, { retry, bargeIn, onEvent, onLost, onNotice, onBargeIn, onTranscript });
+    this.conn = null; //       the open transport: {name, send(event), close(), pc?}
+    this.generation = 0; //    bumped by each open and hang-up: an older attempt's call is closed, its events dropped
+    this.mic = null; //        the microphone's MediaStream, kept across reconnections
+    this.muted = false;
+    this.audio = null; //      the AudioContext behind the meters (and WebRTC playback's clock)
+    this.pcmAudio = null; //   a 24 kHz context for the WebSocket transport's capture and playback
+    this.pcmPlayer = null;
+    this.meters = {}; //       direction -> {source, analyser, samples}
+    this.stats = null; //      the latest readStats()
+    this.rawStats = null;
+    this.transcript = "";
+    this.playout = new Playout(); // what is playing of the model's reply, for barge-in
+    // Detached, but playing: Chromium's Web Audio reads a remote WebRTC stream only while a media element plays it.
+    this.player = new Audio();
+    this.player.autoplay = true;
+  }
+
+  /**
+   * The microphone, then a session over `transport` ("webrtc", "websocket", or "auto": WebRTC where the browser
+   * has it, else or when its connection cannot be set up the WebSocket). Resolves to the open transport once the
+   * server said `session.created`, or to null when the page hung up or opened again meanwhile; rejects with a
+   * CallError. `timings` collects WebRTC's offer_ms, answer_ms, connected_ms, channel_open_ms.
+   */
+  async open({ transport = "auto", baseUrl, model, key, headers = {}, timings = {}, timeoutMs = SESSION_START_MS }) {
+    const mine = ++this.generation;
+    await this.openMicrophone();
+    let order = transport === "auto" ? ["webrtc", "websocket"] : [transport];
+    if (transport === "auto" && typeof RTCPeerConnection !== "function") {
+      order = ["websocket"];
+      this.fallback("webrtc", "websocket", "This browser has no WebRTC: the call runs over a WebSocket instead.");
+    }
+    const options = { baseUrl, model, key, headers, timings, timeoutMs };
+    for (let i = 0; mine === this.generation; i++) {
+      let conn;
+      try {
+        conn = await this.openSession(mine, order[i], options);
+      } catch (err) {
+        if (err.code !== "webrtc_unavailable" || i + 1 >= order.length || mine !== this.generation) throw err;
+        this.fallback(order[i], order[i + 1], `${err.message} The call runs over a WebSocket instead.`);
+        continue;
+      }
+      if (mine !== this.generation) {
+        conn.close();
+        break;
+      }
+      this.conn = conn;
+      return conn;
+    }
+    return null;
+  }
+
+  fallback(from, to, message) {
+    this.onNotice({ type: "rtkit.transport_fallback", from_transport: from, to_transport: to, message });
+  }
+
+  /** One transport; resolves once the server said `session.created`, rejects with a CallError. */
+  async openSession(mine, kind, { baseUrl, model, key, headers, timings, timeoutMs }) {
+    if (kind === "webrtc" && typeof RTCPeerConnection !== "function") {
+      throw new CallError("webrtc_unavailable", "This browser has no WebRTC (RTCPeerConnection).", {
+        hint: "use transport='auto' or 'websocket'",
+      });
+    }
+    const current = () => mine === this.generation; // else the stragglers of an attempt given up on
+    let started = false;
+    let conn = null;
+    let settle;
+    const ready = new Promise((resolve, reject) => (settle = { resolve, reject }));
+    const tooLate =
+      kind === "webrtc"
+        ? new CallError("webrtc_unavailable", `The WebRTC connection did not start within ${timeoutMs / 1000} s.`)
+        : new CallError("network_lost", `The session did not start within ${timeoutMs / 1000} s.`);
+    const timer = setTimeout(() => settle.reject(tooLate), timeoutMs);
+    const on = {
+      event: (event) => {
+        if (event.type === "session.created" && !started) {
+          started = true;
+          clearTimeout(timer);
+          settle.resolve();
+        }
+        if (current()) this.heard(event);
+      },
+      lost: (reason) => {
+        if (started) return this.lost(conn, reason);
+        clearTimeout(timer);
+        settle.reject(
+          kind === "webrtc"
+            ? new CallError("webrtc_unavailable", `The WebRTC connection failed before the session started: ${reason}.`, {
+                hint: "a firewall that blocks UDP does this",
+              })
+            : new CallError("upstream_unreachable", `The WebSocket failed before the session started: ${reason}.`, {
+                // Browsers hide a refused WebSocket's HTTP status: every failed upgrade is code 1006.
+                hint: "the key may have expired, or the Realtime API refused or could not be reached",
+              }),
+        );
+      },
+    };
+    try {
+      if (kind === "webrtc") {
+        const onTrack = (stream) => current() && this.playStream(stream);
+        conn = await openWebRTC({ baseUrl, key, mic: this.mic, onTrack, on, timings, headers });
+      } else {
+        conn = openWebSocket({
+          baseUrl,
+          model,
+          key,
+          on,
+          capture: (onChunk) => captureMicrophone(this.pcm(), this.mic, onChunk),
+          onAudio: (base64, event) => current() && this.playPcm(base64, event),
+        });
+      }
+      await ready;
+    } catch (err) {
+      clearTimeout(timer);
+      if (conn) conn.close();
+      throw err;
+    }
+    return conn;
+  }
+
+  lost(conn, reason) {
+    if (conn !== this.conn) return; // already handled, or closed on purpose
+    this.hangUp();
+    this.onLost(reason);
+  }
+
+  /** Close the call (a new connection is a new session: its items are others); `release` frees the microphone. */
+  hangUp({ release = false } = {}) {
+    this.generation += 1; // an attempt under way closes what it opens
+    const conn = this.conn;
+    this.conn = null; // first, so that the transport's own close events are not taken for a lost line
+    if (conn) conn.close();
+    this.stopPlayback();
+    this.playout = new Playout();
+    this.player.srcObject = null;
+    this.unmeter("output");
+    this.stats = this.rawStats = null;
+    if (release) this.releaseMicrophone();
+  }
+
+  /** Hang up, free the microphone and the audio contexts: the page is done with calls. */
+  close() {
+    this.hangUp({ release: true });
+    for (const ctx of [this.audio, this.pcmAudio]) if (ctx) ctx.close();
+    this.audio = this.pcmAudio = this.pcmPlayer = null;
+  }
+
+  /** One client event on the open call; false when there is none. */
+  send(event) {
+    if (!this.conn) return false;
+    this.conn.send(event);
+    return true;
+  }
+
+  heard(event) {
+    if (event.type === "response.created") this.setTranscript("");
+    else if (event.type === "response.output_audio_transcript.delta") this.setTranscript(this.transcript + event.delta);
+    else if (event.type === "response.output_audio_transcript.done") this.setTranscript(event.transcript);
+    this.playout.event(event, this.clock());
+    this.onEvent(event);
+    if (event.type === "input_audio_buffer.speech_started" && this.bargeIn) this.interrupt();
+  }
+
+  setTranscript(text) {
+    this.transcript = text;
+    this.onTranscript(text);
+  }
+
+  /** WebRTC playback's clock: the AudioContext's while it runs (the <audio> element plays regardless). */
+  clock() {
+    return this.audio && this.audio.state === "running" ? this.audio.currentTime : performance.now() / 1000;
+  }
+
+  /**
+   * The user spoke over the reply: silence it at once and tell the API what was heard, as the official clients
+   * do: `output_audio_buffer.clear` over WebRTC, `response.cancel` where the session's interrupt_response is
+   * false (else the server cancels by itself), and `conversation.item.truncate` to what was played. Never a
+   * truncate that earns an error: not for an item nothing of which was heard, nor one outside the conversation.
+   * Returns (and hands onBargeIn) what was cut, or null when nothing was playing.
+   */
+  interrupt() {
+    const conn = this.conn;
+    if (!conn) return null;
+    let now;
+    if (conn.name === "webrtc") {
+      // What left the server at `started` reaches the ear after the jitter buffer's delay.
+      now = this.clock() - ((this.stats && this.stats.jitter_buffer_ms) || 0) / 1000;
+    } else {
+      if (!this.pcmAudio) return null;
+      now = this.pcmAudio.currentTime - (this.pcmAudio.outputLatency || 0);
+    }
+    const cut = this.playout.interrupt(now);
+    if (!cut) return null;
+    this.stopPlayback();
+    if (conn.name === "webrtc") conn.send({ type: "output_audio_buffer.clear" });
+    let cancelled = false;
+    let truncated = false;
+    if (!this.playout.interruptResponse && this.playout.activeResponse) {
+      conn.send({ type: "response.cancel", response_id: this.playout.activeResponse });
+      cancelled = true;
+    }
+    if (cut.truncatable && cut.playedMs > 0) {
+      const { itemId, contentIndex, playedMs } = cut;
+      conn.send({ type: "conversation.item.truncate", item_id: itemId, content_index: contentIndex, audio_end_ms: playedMs });
+      truncated = true;
+    }
+    const record = {
+      item_id: cut.itemId,
+      response_id: cut.responseId,
+      content_index: cut.contentIndex,
+      played_ms: cut.playedMs,
+      produced_ms: cut.receivedMs,
+      truncated,
+      cancelled,
+      transport: conn.name,
+    };
+    this.onBargeIn(record);
+    return record;
+  }
+
+  // ---- microphone, meters, playback ------------------------------------------------------------------
+
+  /** The AudioContext behind the meters, resumed: allowed once the page has had a click (Shift+Enter counts). */
+  context() {
+    this.audio = this.audio || new AudioContext();
+    this.audio.resume();
+    return this.audio;
+  }
+
+  /** The WebSocket carries 24 kHz PCM: a 24 kHz context lets the browser resample the microphone for us. */
+  pcm() {
+    this.pcmAudio = this.pcmAudio || new AudioContext({ sampleRate: PCM_RATE });
+    this.pcmAudio.resume();
+    return this.pcmAudio;
+  }
+
+  /** On a click (the user gesture browsers ask for before they play sound): resolves once the audio runs. */
+  resumeAudio() {
+    if (this.player.srcObject) this.player.play().catch(() => {});
+    return Promise.all([this.context(), this.pcmAudio].filter(Boolean).map((ctx) => ctx.resume()));
+  }
+
+  async openMicrophone() {
+    this.context();
+    if (this.mic) return;
+    this.mic = await openMicrophone(this.retry);
+    this.mute(this.muted);
+    this.meter(this.audio.createMediaStreamSource(this.mic), "input");
+  }
+
+  /** Stops the tracks, which turns the browser's recording light off. */
+  releaseMicrophone() {
+    if (this.mic) this.mic.getTracks().forEach((track) => track.stop());
+    this.mic = null;
+    this.unmeter("input");
+  }
+
+  /** Muted, the track stays in the call and sends silence: nothing to renegotiate, and the VAD hears a pause. */
+  mute(muted) {
+    this.muted = muted;
+    if (this.mic) this.mic.getAudioTracks().forEach((track) => (track.enabled = !muted));
+  }
+
+  meter(source, direction) {
+    this.unmeter(direction);
+    const analyser = source.context.createAnalyser();
+    analyser.fftSize = 2048;
+    source.connect(analyser);
+    this.meters[direction] = { source, analyser, samples: new Float32Array(analyser.fftSize) };
+  }
+
+  unmeter(direction) {
+    const m = this.meters[direction];
+    if (m) m.source.disconnect(m.analyser); // only that edge: the WebSocket's speaker node feeds the output too
+    delete this.meters[direction];
+  }
+
+  /** Each metered direction's last 2048 samples (43 ms at 48 kHz): [{direction, rms, peak}], linear 0..1. */
+  measure() {
+    const readings = [];
+    for (const direction of ["input", "output"]) {
+      const m = this.meters[direction];
+      if (!m) continue;
+      m.analyser.getFloatTimeDomainData(m.samples);
+      let sum = 0;
+      let peak = 0;
+      for (const x of m.samples) {
+        sum += x * x;
+        peak = Math.max(peak, Math.abs(x));
+      }
+      readings.push({ direction, rms: Math.sqrt(sum / m.samples.length), peak });
+    }
+    return readings;
+  }
+
+  /** WebRTC: the browser decodes the model's voice; the <audio> element plays it. */
+  playStream(stream) {
+    this.player.srcObject = stream;
+    this.player.play().catch((err) => {
+      if (err.name !== "NotAllowedError") return; // AbortError: hung up before it started
+      this.onNotice({
+        type: "rtkit.playback_blocked",
+        message: "The browser holds the reply's sound until you click on the page: click the widget to hear it.",
+      });
+    });
+    this.meter(this.context().createMediaStreamSource(stream), "output");
+  }
+
+  // WebSocket: the model's voice arrives as base64 PCM16 chunks, queued back to back on a 24 kHz context.
+  playPcm(base64, event) {
+    if (this.playout.silenced.has(event.item_id)) return; // the rest of a reply the user interrupted
+    this.pcmPlayer = this.pcmPlayer || new PcmPlayer(this.pcm());
+    if (!this.meters.output) this.meter(this.pcmPlayer.output, "output");
+    const { start, end } = this.pcmPlayer.play(base64);
+    this.playout.scheduled(event, start, end);
+  }
+
+  stopPlayback() {
+    if (this.pcmPlayer) this.pcmPlayer.stop();
+  }
+
+  // ---- getStats: what the WebRTC connection itself measures ------------------------------------------
+
+  /** One reading (rtt_ms, jitter_ms, jitter_buffer_ms, packets, audio levels), kept as `stats`; null if no WebRTC. */
+  async readStats() {
+    const pc = this.conn && this.conn.pc;
+    if (!pc) return null;
+    const stats = {};
+    const previous = this.rawStats || {};
+    const raw = {};
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded" && s.currentRoundTripTime != null) {
+        stats.rtt_ms = s.currentRoundTripTime * 1000;
+      } else if (s.type === "inbound-rtp" && s.kind === "audio") {
+        stats.jitter_ms = s.jitter * 1000;
+        stats.packets_received = s.packetsReceived;
+        stats.packets_lost = s.packetsLost;
+        stats.audio_level = s.audioLevel;
+        raw.delay = s.jitterBufferDelay;
+        raw.emitted = s.jitterBufferEmittedCount;
+      } else if (s.type === "outbound-rtp" && s.kind === "audio") {
+        stats.packets_sent = s.packetsSent;
+      } else if (s.type === "media-source" && s.kind === "audio") {
+        stats.input_audio_level = s.audioLevel;
+      }
+    });
+    if (pc !== (this.conn && this.conn.pc)) return null; // hung up while getStats ran
+    // jitterBufferDelay is a running total of seconds over every emitted sample: the mean over the last
+    // second is the difference of two readings.
+    const emitted = (raw.emitted || 0) - (previous.emitted || 0);
+    if (emitted > 0) stats.jitter_buffer_ms = (1000 * (raw.delay - (previous.delay || 0))) / emitted;
+    this.rawStats = raw;
+    this.stats = stats;
+    return stats;
+  }
+}
+
+// ---- what was played, for barge-in -----------------------------------------------------------------
+
+/**
+ * The page's half of a barge-in: which reply item is playing and how much of it the user has heard, in
+ * seconds on the playback's clock. What arrived is not what was heard: a WebSocket reply arrives faster than
+ * it plays, and the API cuts its transcript where the client says (`conversation.item.truncate`).
+ * Over WebRTC a response's audio item plays from `output_audio_buffer.started` to `stopped`/`cleared`; over the
+ * WebSocket each delta names its item and is scheduled on the 24 kHz context.
+ */
+class Playout {
+  constructor() {
+    this.interruptResponse = true;
+    this.activeResponse = null;
+    this.assistantItems = new Set();
+    this.audioParts = new Map(); // response id -> [item id, content index]
+    this.playing = null; //        {itemId, contentIndex, responseId, started?, segments: [[start, end]], done}
+    this.silenced = new Set(); //  items whose late deltas are dropped (WebSocket)
+  }
+
+  event(event, now) {
+    const t = event.type;
+    if (t === "session.created" || t === "session.updated") {
+      const detection = ((event.session.audio || {}).input || {}).turn_detection;
+      this.interruptResponse = !detection || detection.interrupt_response !== false;
+    } else if ((t === "conversation.item.added" || t === "conversation.item.created") && event.item.role === "assistant") {
+      this.assistantItems.add(event.item.id);
+    } else if (t === "response.created") {
+      this.activeResponse = event.response.id;
+    } else if (t === "response.done") {
+      if (this.activeResponse === event.response.id) this.activeResponse = null;
+      if (this.playing && this.playing.responseId === event.response.id) this.playing.done = true;
+    } else if (t === "response.content_part.added" && ["audio", "output_audio"].includes(event.part.type)) {
+      this.audioParts.set(event.response_id, [event.item_id, event.content_index || 0]);
+    } else if (t === "response.output_audio.done") {
+      if (this.playing && this.playing.itemId === event.item_id) this.playing.done = true;
+    } else if (t === "output_audio_buffer.started") {
+      const part = this.audioParts.get(event.response_id);
+      this.playing = part && { itemId: part[0], contentIndex: part[1], responseId: event.response_id, started: now };
+    } else if (t === "output_audio_buffer.stopped" || t === "output_audio_buffer.cleared") {
+      if (this.playing && this.playing.responseId === event.response_id) this.playing = null;
+    }
+  }
+
+  /** WebSocket: a chunk of the delta's item will play from `start` to `end`. */
+  scheduled(event, start, end) {
+    if (!this.playing || this.playing.itemId !== event.item_id) {
+      const { item_id: itemId, content_index: contentIndex, response_id: responseId } = event;
+      this.playing = { itemId, contentIndex: contentIndex || 0, responseId, segments: [], done: false };
+    }
+    this.playing.segments.push([start, end]);
+  }
+
+  /** How much of the playing item was heard by `now`, or null when nothing is playing; the rest is dropped. */
+  interrupt(now) {
+    const p = this.playing;
+    if (!p) return null;
+    let played;
+    let receivedMs = null;
+    if (p.segments) {
+      played = p.segments.reduce((sum, [s, e]) => sum + Math.min(Math.max(now - s, 0), e - s), 0);
+      const received = p.segments.reduce((sum, [s, e]) => sum + (e - s), 0);
+      receivedMs = Math.floor(received * 1000 + 1e-6);
+      if (p.done && played >= received) return (this.playing = null); // heard in full: nothing to interrupt
+      this.silenced.add(p.itemId);
+    } else {
+      played = Math.max(0, now - p.started);
+    }
+    this.playing = null;
+    let playedMs = Math.floor(played * 1000);
+    if (receivedMs !== null) playedMs = Math.min(playedMs, receivedMs); // never more than was produced
+    return {
+      itemId: p.itemId,
+      contentIndex: p.contentIndex,
+      responseId: p.responseId,
+      playedMs,
+      receivedMs,
+      truncatable: this.assistantItems.has(p.itemId),
+    };
+  }
 }

@@ -37,7 +37,7 @@ __all__ = ["BrowserCallWidget", "PageBridge", "PageCallbacks", "PageTransport", 
 log = logging.getLogger("rtkit.widgets.page")
 
 STATIC = Path(__file__).parent / "static"
-#: The browser client both rtkit pages share (microphone, transports, PCM audio); see ``_esm`` below.
+#: The browser client both rtkit pages share (``PageCall``: microphone, session, meters, playback, barge-in).
 SHARED_JS = Path(__file__).parents[1] / "static" / "realtime.js"
 
 

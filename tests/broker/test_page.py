@@ -264,3 +264,51 @@ async def test_page_shows_the_brokers_message_when_the_api_is_down(stack: Stack,
     assert "retry after 7 s" in message
     assert (await demo(page))["states"] == ["disconnected", "connecting", "failed"]
     assert not stack.emulator.calls
+
+
+LONG_REPLY = [
+    {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "Read this out: " + "one two three four five six seven " * 6}],
+        },
+    },
+    {"type": "response.create"},
+]
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "websocket"])
+async def test_page_cuts_a_reply_it_was_talked_over_to_what_it_played(
+    stack: Stack, open_page: OpenPage, transport: str
+) -> None:
+    """The barge-in the notebook's BrowserCall makes (one PageCall in realtime.js): playback stops and the reply is
+    truncated to the milliseconds the page played. Over the WebSocket, reached by the page's fallback in a browser
+    without WebRTC, what was played is counted on the 24 kHz queue and never exceeds what the API produced."""
+    page = await open_page(init_script="delete window.RTCPeerConnection;" if transport == "websocket" else None)
+    await page.click("#connect")
+    await until(page, "() => rtkitDemo.state === 'connected'")
+    assert (await demo(page))["transport"] == transport
+    await page.click("#mute")  # the fake microphone's beeps stop; their turn ends and its short reply plays out
+    await page.wait_for_timeout(2_500)
+    before = len((await demo(page))["events"])
+    await page.evaluate("(events) => events.forEach((e) => rtkitDemo.send(e))", LONG_REPLY)
+    playing = "output_audio_buffer.started" if transport == "webrtc" else "response.output_audio.delta"
+    await until(page, f"() => rtkitDemo.events.slice({before}).some((e) => e.type === '{playing}')")
+    await page.wait_for_timeout(1_500)
+    await page.click("#mute")  # unmuted: the next beep talks over the reply
+    await until(page, "() => rtkitDemo.bargeIns.some((b) => b.truncated)", 10_000)
+    await page.wait_for_timeout(500)  # an error about the page's events would be here by now
+    await screenshot(page, f"barge_in_{transport}")
+    d, why = await demo(page), await report(page)
+
+    cut = next(b for b in d["bargeIns"] if b["truncated"])
+    truncated = [e for e in stack.emulator.server_events if e["type"] == "conversation.item.truncated"]
+    assert [(e["item_id"], e["audio_end_ms"]) for e in truncated] == [(cut["item_id"], cut["played_ms"])], why
+    # 1.5 s after the reply started playing (less the jitter buffer's delay over WebRTC), before it ended.
+    assert 800 < cut["played_ms"] < 10_000 and cut["transport"] == transport, cut
+    if transport == "websocket":
+        assert cut["produced_ms"] is not None and cut["played_ms"] <= cut["produced_ms"], cut
+    assert not [e for e in d["events"] if e["type"] == "error"], why
+    assert f"barge-in over {transport}: {cut['played_ms']} ms" in why
