@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from rtkit.emulator.store import ItemStore
 from rtkit.emulator.stream import Event, FunctionCallOutput, MessageOutput, OutputItem
 from rtkit.emulator.tools import ToolCall, choose_tool
 from rtkit.emulator.transcription import responses_refused, transcription_events
-from rtkit.emulator.usage import OutputBudget
+from rtkit.emulator.usage import InputBlock, InputCount, OutputBudget, count_input, text_tokens
 from rtkit.emulator.usage import usage as _usage
 from rtkit.emulator.validation import validate_response
 from rtkit.schema import is_realtime_model
@@ -191,6 +192,8 @@ class _Response:
     fmt: WireFormat | None = None
     starts: list[int] = field(default_factory=list)
     per_chunk: int = 1
+    #: What it read, in tokens (fixed when it starts: the conversation as it was then).
+    read: InputCount = field(default_factory=InputCount)
 
     @property
     def id(self) -> str:
@@ -219,6 +222,8 @@ class Core:
         self.generation_speed = generation_speed
         self.conversation_id = new_id("conv")
         self.items = ItemStore()
+        #: What the last response read, piece by piece: the next one's cached prefix is what it shares.
+        self._last_read: list[InputBlock] = []
         self.input = InputBuffer()
         self.mcp = McpTools()
         self._out: list[Output] = []
@@ -573,8 +578,19 @@ class Core:
         message = MessageOutput(response["id"], audio="audio" in modalities, in_conversation=in_conversation)
         # Its first step is due at once, yet after this event: a ``response.cancel`` read in the same breath
         # ends it before anything was announced.
-        self._response = _Response(response, params, message, message, due=now)
+        self._response = _Response(response, params, message, message, due=now, read=self._read(params))
         self.emit("response.created", response=dict(response, output=[]))
+
+    def _read(self, params: dict[str, Any]) -> InputCount:
+        """The input tokens of a response starting now, and the cached part: what the previous one read too."""
+        context = params["input"] if "input" in params else list(self.items.items.values())
+        head = json.dumps(
+            [params.get("instructions") or self.session.instructions, params.get("tools", self.session.tools)]
+        )
+        blocks = [InputBlock(head, text_tokens(head)), *self.items.input_blocks(context)]
+        read = count_input(blocks, self._last_read)
+        self._last_read = blocks
+        return read
 
     def _output_format(self, params: dict[str, Any]) -> dict[str, Any]:
         """The response's own ``audio.output.format`` if it has one, else the session's."""
@@ -918,7 +934,7 @@ class Core:
         response = run.response
         response["status"] = status
         response["status_details"] = details
-        response["usage"] = _usage(self.items.input_tokens(), audio_ms, text)
+        response["usage"] = _usage(run.read, audio_ms, text)
         self._response = None
         self.emit("response.done", response=response)
         if not self.playback:  # WebSocket: the client plays the reply from now on, for as long as it lasts

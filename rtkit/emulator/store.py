@@ -11,6 +11,13 @@ from rtkit.audio.pcm import PCM, REALTIME_RATE
 from rtkit.emulator.consistency import check_new_item
 from rtkit.emulator.errors import ApiError
 from rtkit.emulator.items import insert_item, parse_item, take_audio
+from rtkit.emulator.usage import (
+    AUDIO_MS_PER_TOKEN,
+    ITEM_OVERHEAD_TOKENS,
+    USER_AUDIO_MS_PER_TOKEN,
+    InputBlock,
+    text_tokens,
+)
 
 __all__ = ["ItemStore"]
 
@@ -39,8 +46,31 @@ class ItemStore:
     def latest(self) -> dict[str, Any] | None:
         return next(reversed(self.items.values()), None)
 
-    def input_tokens(self) -> int:
-        return sum(a.size for a in self.audio.values()) // (REALTIME_RATE // 10)
+    def input_blocks(self, context: list[dict[str, Any]]) -> list[InputBlock]:
+        """What a response reading ``context`` (the conversation, or ``response.create``'s own ``input``) is
+        billed for, item by item: text as text, a user's audio at 1 token per 100 ms, the model's at 1 per 50 ms
+        up to where it was truncated (its transcript is not read again: the audio is)."""
+        blocks = []
+        for entry in context:
+            item = self.items.get(entry.get("id", "")) if entry.get("type") == "item_reference" else entry
+            if item is None:
+                continue
+            text = ITEM_OVERHEAD_TOKENS
+            audio = 0
+            for part in item.get("content") or []:
+                kind = part.get("type")
+                if kind in ("input_text", "output_text", "text"):
+                    text += text_tokens(str(part.get("text") or ""))
+                elif kind == "input_audio" and item.get("id") in self.audio:
+                    ms = self.audio[item["id"]].size * 1000 // REALTIME_RATE
+                    audio += ms // USER_AUDIO_MS_PER_TOKEN
+                elif kind == "output_audio":
+                    audio += self.audio_ms.get(str(item.get("id")), 0) // AUDIO_MS_PER_TOKEN
+            for field in ("name", "arguments", "output"):
+                if isinstance(item.get(field), str):
+                    text += text_tokens(item[field])
+            blocks.append(InputBlock(f"{item.get('id')}:{text}:{audio}", text, audio))
+        return blocks
 
     def create(self, event: dict[str, Any], input_format: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """``conversation.item.create``: the item as stored and the id of the item it follows."""
