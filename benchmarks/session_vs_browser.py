@@ -394,8 +394,8 @@ def report(
         "Downlink one-way runs from the arrival of `output_audio_buffer.started` on the data channel (the emulator "
         "sends it as its track hands out the reply's first frame) to the first decoded chunk above -40 dBFS, each on "
         "its client's own clock: RTP on loopback, jitter buffer, Opus decode, hand-off to the application. Both "
-        "clients also carry the emulator's send side (aiortc's Opus encoder re-frames its input through a 960-sample "
-        "FIFO, one 20 ms frame late), so neither figure reaches zero.",
+        "clients also carry the emulator's send side (Opus encode of the 48 kHz frame, which aiortc's encoder FIFO "
+        "passes straight through), so neither figure reaches zero.",
     ]
     if theirs["errors"]:
         details.append("Page errors: " + "; ".join(str(e) for e in theirs["errors"])[:500])

@@ -14,11 +14,10 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import av
-import numpy as np
 from pydantic import BaseModel
 
 from rtkit.audio.base import AudioSink, AudioSource
+from rtkit.audio.media import Resampler
 from rtkit.audio.pcm import PCM
 from rtkit.barge_in import Playout, playout_sink
 from rtkit.call import CallCore, ConnectionState, LiveCall, ReconnectPolicy, StateChange, TransportChoice
@@ -34,22 +33,6 @@ from rtkit.transports.websocket import WebSocketTransport
 __all__ = ["ConnectionState", "RealtimeSession", "ReconnectPolicy", "StateChange", "TransportChoice"]
 
 log = logging.getLogger("rtkit.session")
-
-
-class _Resampler:
-    """Streaming mono resampling between two rates (keeps filter state across chunks)."""
-
-    def __init__(self, from_rate: int, to_rate: int) -> None:
-        self.from_rate, self.to_rate = from_rate, to_rate
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=to_rate)
-
-    def push(self, pcm: PCM) -> PCM:
-        if self.from_rate == self.to_rate:
-            return pcm
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.from_rate
-        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
-        return np.concatenate(out).astype(np.int16) if out else np.zeros(0, dtype=np.int16)
 
 
 class RealtimeSession(CallCore):
@@ -87,7 +70,7 @@ class RealtimeSession(CallCore):
         self.jitter_packets = jitter_packets
         self.model = (self.config or {}).get("model", model)
         self._audio_started = False
-        self._out_resampler: _Resampler | None = None
+        self._out_resampler: Resampler | None = None
         #: How long a connection may go quiet before it counts as lost: over WebRTC, seconds without a packet
         #: after the first second of silence (browsers wait 5 s in ``disconnected``); over the WebSocket, the
         #: keepalive ping's timeout.
@@ -192,9 +175,9 @@ class RealtimeSession(CallCore):
         self.metrics.output_audio(level.rms_dbfs, pcm.size, rate)
         before = self._sink_written()
         if self.sink is not None:
-            if self._out_resampler is None or self._out_resampler.from_rate != rate:
-                self._out_resampler = _Resampler(rate, self.sink.sample_rate)
-            self.sink.write(self._out_resampler.push(pcm))
+            if self._out_resampler is None:
+                self._out_resampler = Resampler(self.sink.sample_rate)
+            self.sink.write(self._out_resampler.push(pcm, rate))
         after = self._sink_written()
         if playout_sink(self.sink) is None:  # a sink that cannot tell is taken to have played what it got
             after = before + round(pcm.size * self._playout.sink_rate / rate)

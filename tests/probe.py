@@ -11,7 +11,6 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import av
@@ -21,13 +20,15 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from rtkit._ice import loopback_candidates, rtc_configuration
-from rtkit.audio.pcm import PCM, REALTIME_RATE, Resampler
+from rtkit.audio.media import OPUS_RATE, Framer, Pacer, Resampler, frame_samples, resample
+from rtkit.audio.pcm import PCM, REALTIME_RATE
 
-_FRAME = REALTIME_RATE // 50
+_FRAME = frame_samples(OPUS_RATE)
 
 
 class PcmTrack(MediaStreamTrack):
-    """Plays a PCM buffer (24 kHz mono) after ``lead_seconds`` of silence, then silence, paced at 20 ms.
+    """Plays a PCM buffer (24 kHz mono) after ``lead_seconds`` of silence, then silence, paced at 20 ms, as
+    48 kHz frames (what a browser sends, and what aiortc's Opus encoder passes straight through).
     ``sent_at`` keeps the clock time each frame left ``recv()``, for latency maths."""
 
     kind = "audio"
@@ -37,28 +38,20 @@ class PcmTrack(MediaStreamTrack):
         lead = np.zeros(int(lead_seconds * REALTIME_RATE), dtype=np.int16)
         self.pcm = np.concatenate([lead, pcm]) if pcm is not None else lead
         self.sent_at: list[float] = []
-        self._start: float | None = None
-        self._n = 0
+        self._wide = resample(self.pcm, REALTIME_RATE, OPUS_RATE)
+        self._pacer = Pacer(max_lag=None, clock=time.perf_counter)
+        self._framer = Framer(OPUS_RATE)
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._start is None:
-            self._start = time.perf_counter()
-        wait = self._start + self._n * 0.02 - time.perf_counter()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        pos = self._n * _FRAME
+        await self._pacer.wait()
+        pos = self._framer.pts
         chunk = np.zeros(_FRAME, dtype=np.int16)
-        piece = self.pcm[pos : pos + _FRAME]
+        piece = self._wide[pos : pos + _FRAME]
         chunk[: piece.size] = piece
-        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = REALTIME_RATE
-        frame.pts = pos
-        frame.time_base = Fraction(1, REALTIME_RATE)
-        self._n += 1
         self.sent_at.append(time.perf_counter())
-        return frame
+        return self._framer.frame(chunk)
 
 
 @dataclass

@@ -5,17 +5,9 @@ sinks (``RecorderSink``, ``SpeakerSink``, ``NullSink``) take what it plays; any 
 """
 
 from rtkit.audio.base import FRAME_MS, AudioSink, AudioSource, PlayoutSink
+from rtkit.audio.media import Resampler, frames_from_pcm, resample
 from rtkit.audio.meter import Level, LevelMeter, MeteredSink, MeteredSource
-from rtkit.audio.pcm import (
-    PCM,
-    REALTIME_RATE,
-    Resampler,
-    frames_from_pcm,
-    level_dbfs,
-    pcm_from_frame,
-    resample,
-    tone,
-)
+from rtkit.audio.pcm import PCM, REALTIME_RATE, level_dbfs, pcm_from_frame, tone
 from rtkit.audio.sinks import NullSink, RecorderSink, SpeakerSink
 from rtkit.audio.sources import (
     HELLO_TEXT,

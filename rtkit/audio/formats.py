@@ -2,9 +2,9 @@
 
 ``audio/pcm`` is PCM16 mono little-endian at 24 kHz; ``audio/pcmu`` and ``audio/pcma`` are G.711 µ-law and
 A-law (ITU-T G.711) at 8 kHz, one byte a sample. G.711 is coded by the standard library's ``audioop`` (the
-``audioop-lts`` backport on Python 3.13+, where the stdlib module is gone); 8 <-> 24 kHz goes through PyAV's
-swresample, like every other rate change in rtkit. Lengths are exact: a G.711 byte is three 24 kHz samples,
-so a position in ms means the same thing in every format.
+``audioop-lts`` backport on Python 3.13+, where the stdlib module is gone); 8 <-> 24 kHz goes through
+``rtkit.audio.media``, like every other rate change in rtkit. Lengths are exact: a G.711 byte is three
+24 kHz samples, so a position in ms means the same thing in every format.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-import av
 import numpy as np
 
-from rtkit.audio.pcm import PCM, REALTIME_RATE, resample
+from rtkit.audio.media import Resampler, resample
+from rtkit.audio.pcm import PCM, REALTIME_RATE
 
 with warnings.catch_warnings():
     # Deprecated in 3.11-3.12 and removed in 3.13, where the audioop-lts dependency provides the same module.
@@ -93,14 +93,13 @@ class StreamDecoder:
     """Wire audio as it arrives, in chunks of any size, to 24 kHz PCM: exactly three samples per G.711 byte
     and one per two PCM bytes, so the samples counted downstream are the wire's own clock.
 
-    swresample holds back its filter delay (2 ms at 8 -> 24 kHz); the decoder plays that out as leading
-    silence, so the decoded audio runs 2 ms behind the wire, never out of step with it."""
+    The media ``Resampler`` plays swresample's filter delay (2 ms at 8 -> 24 kHz) out as leading silence,
+    so the decoded audio runs 2 ms behind the wire, never out of step with it."""
 
     def __init__(self, fmt: WireFormat) -> None:
         self.format = fmt
         self._odd = b""
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=REALTIME_RATE) if fmt.g711 else None
-        self._held = np.zeros(0, dtype=np.int16)
+        self._resampler = Resampler(REALTIME_RATE) if fmt.g711 else None
 
     def feed(self, data: bytes) -> PCM:
         if self._resampler is None:
@@ -110,13 +109,4 @@ class StreamDecoder:
             return np.frombuffer(data, dtype="<i2").astype(np.int16)
         if not data:
             return np.zeros(0, dtype=np.int16)
-        narrow = _g711_to_linear(self.format.type, data)
-        frame = av.AudioFrame.from_ndarray(narrow.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = G711_RATE
-        out = [self._held, *(f.to_ndarray().reshape(-1).astype(np.int16) for f in self._resampler.resample(frame))]
-        ready = np.concatenate(out)
-        want = len(data) * _FACTOR
-        if ready.size < want:  # only while the filter fills, before any real sample has come out
-            ready = np.concatenate([np.zeros(want - ready.size, dtype=np.int16), ready])
-        self._held = ready[want:]
-        return ready[:want]
+        return self._resampler.push(_g711_to_linear(self.format.type, data), G711_RATE)

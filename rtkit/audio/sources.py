@@ -1,8 +1,8 @@
 """Where a session's outgoing audio comes from: synthetic signals, files, spoken text, or a microphone.
 
 Every source hands out 20 ms frames of mono int16 at its own ``sample_rate``. Sources whose samples are
-already in memory pace themselves on the event loop's clock, as aiortc's ``AudioStreamTrack`` does, so a
-file reaches the API at the speed a person would have spoken it; the microphone is paced by its hardware.
+already in memory pace themselves on the event loop's clock (``rtkit.audio.media.Pacer``), so a file
+reaches the API at the speed a person would have spoken it; the microphone is paced by its hardware.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import av
 import numpy as np
 
 from rtkit.audio import _portaudio
-from rtkit.audio.base import FRAME_MS
-from rtkit.audio.pcm import PCM, REALTIME_RATE, resample
+from rtkit.audio.media import Pacer, frame_samples, resample, resample_frames
+from rtkit.audio.pcm import PCM, REALTIME_RATE
 from rtkit.audio.speech import speak, speech_available
 from rtkit.errors import AudioUnavailableError, ConfigurationError, MicrophoneUnavailableError
 
@@ -42,47 +42,8 @@ log = logging.getLogger("rtkit")
 #: The sentence in the shipped recording that ``SpeechSource`` plays when espeak-ng is unavailable.
 HELLO_TEXT = "Hello from the realtime kit. What is the weather like in Paris today?"
 
-_FRAME_SECONDS = FRAME_MS / 1000
-# A reader that falls further behind than this (a blocked loop, a paused notebook) restarts the schedule
-# instead of receiving a burst of "overdue" frames faster than real time.
-_MAX_LAG_SECONDS = 0.25
 # A running microphone delivers a frame every 20 ms; this long without one means the device went away.
 _MICROPHONE_STALL_SECONDS = 2.0
-
-
-def _frame_samples(sample_rate: int) -> int:
-    """Samples in one 20 ms frame; a rate that cannot make whole frames is refused when the source is built."""
-    if sample_rate <= 0 or (sample_rate * FRAME_MS) % 1000:
-        raise ConfigurationError(
-            f"A sample rate of {sample_rate} Hz cannot be cut into 20 ms frames.",
-            hint="use a multiple of 50 Hz such as 16000, 24000, 44100 or 48000",
-        )
-    return sample_rate * FRAME_MS // 1000
-
-
-class _Pacer:
-    """Releases frame ``n`` at ``start + n * 20 ms`` on the loop's monotonic clock.
-
-    Scheduling from the start rather than "20 ms after the previous read" keeps a long stream from drifting
-    by the sleeps' overshoot; the first frame is released at once.
-    """
-
-    def __init__(self) -> None:
-        self._start: float | None = None
-        self._released = 0
-
-    async def wait(self) -> None:
-        now = asyncio.get_running_loop().time()
-        if self._start is None:
-            self._start, self._released = now, 1
-            return
-        due = self._start + self._released * _FRAME_SECONDS
-        if now - due > _MAX_LAG_SECONDS:
-            self._start, self._released = now, 1
-            return
-        self._released += 1
-        if due > now:
-            await asyncio.sleep(due - now)
 
 
 class _PacedSource:
@@ -92,8 +53,8 @@ class _PacedSource:
 
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
-        self._frame = _frame_samples(sample_rate)
-        self._pacer = _Pacer()
+        self._frame = frame_samples(sample_rate)
+        self._pacer = Pacer()
         self._closed = False
 
     async def start(self) -> None:
@@ -221,7 +182,7 @@ class WavFileSource(PcmSource):
         pcm, native_rate = _read_audio_file(self.path)
         if sample_rate is None:
             sample_rate = native_rate if native_rate % 50 == 0 else REALTIME_RATE
-        _frame_samples(sample_rate)  # refuse a bad rate before spending time resampling
+        frame_samples(sample_rate)  # refuse a bad rate before spending time resampling
         super().__init__(resample(pcm, native_rate, sample_rate), sample_rate, lead_seconds, loop=loop)
 
 
@@ -299,7 +260,7 @@ class MicrophoneSource:
     ) -> None:
         self.device = device
         self.sample_rate = sample_rate
-        self._frame = _frame_samples(sample_rate)
+        self._frame = frame_samples(sample_rate)
         #: PortAudio's name for the opened device, once ``start()`` has succeeded.
         self.device_name: str | None = None
         #: Frames thrown away because the reader fell more than ``max_queued_frames`` behind.
@@ -431,10 +392,4 @@ def _decode_with_av(path: Path) -> tuple[PCM, int]:
             raise ConfigurationError(f"{path} has no audio in it.")
         stream = container.streams.audio[0]
         rate = stream.rate
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-        chunks = [
-            out.to_ndarray().reshape(-1) for frame in container.decode(stream) for out in resampler.resample(frame)
-        ]
-        chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
-    pcm = np.concatenate(chunks).astype(np.int16, copy=False) if chunks else np.zeros(0, dtype=np.int16)
-    return pcm, rate
+        return resample_frames(container.decode(stream), rate), rate

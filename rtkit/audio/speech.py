@@ -14,7 +14,8 @@ import wave
 
 import numpy as np
 
-from rtkit.audio.pcm import PCM, REALTIME_RATE, resample
+from rtkit.audio.media import resample
+from rtkit.audio.pcm import PCM, REALTIME_RATE
 from rtkit.errors import AudioUnavailableError
 
 

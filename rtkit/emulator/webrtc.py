@@ -3,6 +3,10 @@
 Over WebRTC the reply's audio is not sent as events: it plays on the outgoing track, framed by
 ``output_audio_buffer.started``/``stopped``. ``ModelAudioTrack`` is that track: a paced queue of
 20 ms frames that tells the engine when a response's audio starts and stops playing.
+
+The queue holds 48 kHz frames, resampled as the engine hands the reply over: aiortc's Opus encoder
+passes a whole 48 kHz frame straight into a packet, but holds a 24 kHz one in its FIFO until the next
+arrives, which made every client hear the reply one frame (20 ms) late.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from fractions import Fraction
 from typing import Any
 
 import av
@@ -23,14 +26,16 @@ from aiortc.mediastreams import MediaStreamError
 
 from rtkit._ice import loopback_candidates, rtc_configuration
 from rtkit._liveness import PacketWatch
-from rtkit.audio.pcm import PCM, REALTIME_RATE, Resampler
+from rtkit.audio.media import OPUS_RATE, Framer, Pacer, Resampler, frame_samples
+from rtkit.audio.pcm import PCM, REALTIME_RATE
 from rtkit.emulator.engine import Engine
 
 log = logging.getLogger("rtkit.emulator")
 
 _OPUS = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
 
-_FRAME = REALTIME_RATE // 50  # 20 ms at 24 kHz
+_FRAME = frame_samples(OPUS_RATE)
+_NONE = np.zeros(0, dtype=np.int16)
 #: Events held for a data channel that is not open yet; past this the oldest are dropped.
 _MAX_PENDING = 1000
 
@@ -47,41 +52,65 @@ class ModelAudioTrack(MediaStreamTrack):
         self._queue: deque[tuple[str, PCM]] = deque()
         self._finished: set[str] = set()
         self._current: str | None = None
-        self._start: float | None = None
-        self._pts = 0
+        # The response being resampled, and what of it does not fill a frame yet.
+        self._incoming: str | None = None
+        self._partial = _NONE
+        self._resampler = Resampler(OPUS_RATE)
+        # A call that falls behind catches up rather than skipping: the engine counts on every frame playing.
+        self._pacer = Pacer(max_lag=None)
+        self._framer = Framer(OPUS_RATE)
         self._silence = np.zeros(_FRAME, dtype=np.int16)
 
     # -- Player, as the engine sees it ----------------------------------------------------
     def enqueue(self, pcm: PCM, response_id: str) -> None:
-        padded = np.zeros(-(-pcm.size // _FRAME) * _FRAME, dtype=np.int16)
-        padded[: pcm.size] = pcm
-        for start in range(0, padded.size, _FRAME):
-            self._queue.append((response_id, padded[start : start + _FRAME]))
+        if response_id != self._incoming:
+            self._end_incoming()
+            self._incoming = response_id
+        self._frame(np.concatenate([self._partial, self._resampler.push(pcm, REALTIME_RATE)]), response_id)
 
     def finish(self, response_id: str) -> None:
+        if response_id == self._incoming:
+            self._end_incoming()
         self._finished.add(response_id)
 
     def clear(self) -> str | None:
-        rid = self._current or (self._queue[0][0] if self._queue else None)
+        rid = self._current or (self._queue[0][0] if self._queue else self._incoming)
         self._queue.clear()
         self._current = None
+        self._incoming, self._partial = None, _NONE
+        self._resampler.reset()
         return rid
 
     @property
     def playing(self) -> bool:
-        return self._current is not None or bool(self._queue)
+        return self._current is not None or bool(self._queue) or self._incoming is not None
+
+    def _frame(self, pcm: PCM, response_id: str) -> None:
+        whole = pcm.size - pcm.size % _FRAME
+        for start in range(0, whole, _FRAME):
+            self._queue.append((response_id, pcm[start : start + _FRAME]))
+        self._partial = pcm[whole:]
+
+    def _end_incoming(self) -> None:
+        """The response being resampled is complete: what is left of it fills its last frame, zero-padded.
+
+        A reply plays in as many frames as its length at 24 kHz makes, as before it was resampled: the
+        filter's tail (under 1 ms) goes into the last frame's padding if there is some, and is dropped
+        rather than costing a frame of its own (which would delay ``output_audio_buffer.stopped`` 20 ms).
+        """
+        if self._incoming is None:
+            return
+        tail = np.concatenate([self._partial, self._resampler.flush()])
+        padded = np.zeros(_FRAME if self._partial.size else 0, dtype=np.int16)
+        padded[: min(tail.size, padded.size)] = tail[: padded.size]
+        self._frame(padded, self._incoming)
+        self._incoming = None
 
     # -- MediaStreamTrack -----------------------------------------------------------------
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        else:
-            wait = self._start + (self._pts / REALTIME_RATE) - now
-            if wait > 0:
-                await asyncio.sleep(wait)
+        await self._pacer.wait()
         if self._queue:
             rid, pcm = self._queue.popleft()
             if rid != self._current:
@@ -95,12 +124,7 @@ class ModelAudioTrack(MediaStreamTrack):
                 self._finished.discard(self._current)
                 rid, self._current = self._current, None
                 self.on_stopped(rid)
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = REALTIME_RATE
-        frame.pts = self._pts
-        frame.time_base = Fraction(1, REALTIME_RATE)
-        self._pts += _FRAME
-        return frame
+        return self._framer.frame(pcm)
 
 
 class RtcCall:

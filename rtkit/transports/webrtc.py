@@ -11,18 +11,18 @@ import asyncio
 import contextlib
 import json
 import logging
-from fractions import Fraction
 from typing import Any
 from urllib.parse import urlsplit
 
 import av
 import httpx
+import numpy as np
 
 from rtkit._http import ssl_context
 from rtkit._ice import is_loopback_host, loopback_candidates, rtc_configuration
 from rtkit._liveness import PacketWatch
 from rtkit.audio.base import AudioSource
-from rtkit.audio.pcm import Resampler
+from rtkit.audio.media import OPUS_RATE, Framer, Pacer, Resampler, frame_samples
 from rtkit.errors import NetworkLostError, UpstreamError, WebRTCUnavailableError
 from rtkit.transports.base import Transport, TransportCallbacks, refusal
 
@@ -45,7 +45,11 @@ POLL_S = 0.25
 
 
 class SourceTrack(MediaStreamTrack):
-    """An rtkit ``AudioSource`` as an aiortc track; the source paces it."""
+    """An rtkit ``AudioSource`` as an aiortc track; the source paces it (silence paces itself).
+
+    Frames go to the Opus encoder at 48 kHz, which it passes straight through; a 24 kHz frame would
+    wait in its FIFO for the next one and leave 20 ms late.
+    """
 
     kind = "audio"
 
@@ -53,26 +57,21 @@ class SourceTrack(MediaStreamTrack):
         super().__init__()
         self.source = source
         self.on_input = on_input
-        self._pts = 0
-        self._silence_rate = 24_000
+        self._framer = Framer(OPUS_RATE)
+        self._resampler = Resampler(OPUS_RATE)
+        self._pacer = Pacer()
+        self._silence = np.zeros(frame_samples(OPUS_RATE), dtype=np.int16)
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         if self.source is None:
-            await asyncio.sleep(0.02)
-            import numpy as np
-
-            pcm, rate = np.zeros(480, dtype=np.int16), self._silence_rate
+            await self._pacer.wait()
+            pcm, rate = self._silence, OPUS_RATE
         else:
             pcm, rate = await self.source.read(), self.source.sample_rate
         self.on_input(pcm, rate)
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = rate
-        frame.pts = self._pts
-        frame.time_base = Fraction(1, rate)
-        self._pts += pcm.size
-        return frame
+        return self._framer.frame(self._resampler.push(pcm, rate))
 
 
 def _set_jitter_buffer(receiver: Any, packets: int) -> None:

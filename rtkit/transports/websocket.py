@@ -17,7 +17,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from rtkit.audio.base import AudioSource
-from rtkit.audio.pcm import REALTIME_RATE, resample
+from rtkit.audio.media import Resampler
+from rtkit.audio.pcm import REALTIME_RATE
 from rtkit.errors import NetworkLostError, RequestTimeoutError, UpstreamError
 from rtkit.transports.base import Transport, TransportCallbacks, refusal
 
@@ -117,11 +118,12 @@ class WebSocketTransport(Transport):
 
     async def _pump(self, source: AudioSource) -> None:
         """Stream the source as ``input_audio_buffer.append`` events, 20 ms each."""
+        resampler = Resampler(REALTIME_RATE)  # one stream: resampling frame by frame would click at each edge
         with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
             while not self._closing:
                 pcm = await source.read()
                 self.callbacks.on_input(pcm, source.sample_rate)
-                pcm24 = resample(pcm, source.sample_rate, REALTIME_RATE)
+                pcm24 = resampler.push(pcm, source.sample_rate)
                 await self._ws.send(
                     json.dumps(
                         {

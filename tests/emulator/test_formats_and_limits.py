@@ -22,7 +22,8 @@ import pytest_asyncio
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from rtkit.audio.pcm import PCM, REALTIME_RATE, resample
+from rtkit.audio.media import resample
+from rtkit.audio.pcm import PCM, REALTIME_RATE
 from rtkit.emulator import Emulator
 from rtkit.emulator.limits import MAX_APPEND_AUDIO_BYTES, session_expired
 from rtkit.emulator.responders import voice_text
