@@ -52,6 +52,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     emu.add_argument("--admin-token", default=None, help="token for the /_rtkit fault endpoints (default: random)")
     emu.add_argument("--responder", choices=["echo", "tone"], default="echo")
+    emu.add_argument(
+        "--cassette",
+        default=None,
+        metavar="PATH",
+        help="replay this cassette as the model (rtkit.cassette), instead of --responder",
+    )
+    emu.add_argument(
+        "--cassette-speed",
+        type=float,
+        default=None,
+        metavar="N",
+        help="start the cassette's replies N times sooner than recorded (default 1)",
+    )
     emu.add_argument("--generation-speed", type=float, default=2.0)
     emu.add_argument("--max-session-seconds", type=float, default=3600.0)
     emu.add_argument(
@@ -143,6 +156,15 @@ def _parser() -> argparse.ArgumentParser:
         "single-use: hand each key out once, from a small pool minted ahead",
     )
 
+    cassette = sub.add_parser("cassette", help="compare or check recorded conversations (rtkit.cassette)")
+    tape = cassette.add_subparsers(dest="cassette_command", required=True)
+    compare = tape.add_parser("diff", help="where two recordings' event sequences differ (exit 1 if they do)")
+    compare.add_argument("a", metavar="A")
+    compare.add_argument("b", metavar="B")
+    compare.add_argument("--exact", action="store_true", help="count every delta (default: a run of deltas is one)")
+    check = tape.add_parser("scan", help="list any key or secret left in a cassette (exit 1 if there is one)")
+    check.add_argument("path", metavar="PATH")
+
     sub.add_parser("hash-token", help="read an app token on stdin, print the SHA-256 the broker stores")
 
     demo = sub.add_parser("demo", help="start an emulator and run one spoken turn against it")
@@ -224,6 +246,10 @@ async def _serve(args: argparse.Namespace) -> None:
     for bound in ("call_connect_timeout", "call_peer_timeout"):
         if getattr(args, bound) is not None:
             settings[bound] = getattr(args, bound)
+    if args.cassette:
+        settings["cassette"] = args.cassette
+    if args.cassette_speed is not None:
+        settings["cassette_speed"] = args.cassette_speed
     if args.cors_origin:  # unset leaves $RTKIT_EMULATOR_CORS_ORIGINS, or any origin, its say
         settings["cors_origins"] = args.cors_origin
     try:
@@ -252,6 +278,8 @@ async def _serve(args: argparse.Namespace) -> None:
     print(f"  main key: {key_source}; ICE: {'loopback only' if emulator.loopback_ice else 'all interfaces'}")
     pages = "any origin" if emulator.cors.any_origin else ", ".join(emulator.cors.origins) or "no origin"
     print(f"  browser pages may POST /v1/realtime/calls from: {pages}")
+    if emulator.config.cassette is not None:
+        print(f"  the model replays the cassette {emulator.config.cassette}")
     print(f"  admin token for /_rtkit (keep it to yourself): {emulator.admin_token}", flush=True)
     try:
         await stop.wait()
@@ -301,6 +329,21 @@ async def _broker(args: argparse.Namespace) -> None:
         await broker.stop()
 
 
+def _cassette(args: argparse.Namespace) -> int:
+    from rtkit.cassette import diff, render_diff, scan
+
+    if args.cassette_command == "diff":
+        differences = diff(args.a, args.b, collapse=not args.exact)
+        print(render_diff(differences, args.a, args.b))
+        return 1 if differences else 0
+    findings = scan(args.path)
+    for finding in findings:
+        print(f"{args.path}: {finding.where}: {finding.what}")
+    if not findings:
+        print(f"{args.path}: no keys or secrets found")
+    return 1 if findings else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -309,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve(args))
         elif args.command == "broker":
             asyncio.run(_broker(args))
+        elif args.command == "cassette":
+            return _cassette(args)
         elif args.command == "hash-token":
             from rtkit.broker import hash_token
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -23,6 +24,12 @@ class EmulatorConfig(BaseSettings):
     #: Guards the fault-injection endpoints under ``/_rtkit``; a random one is made when unset.
     admin_token: SecretStr | None = None
     responder: Literal["echo", "tone"] = "echo"
+    #: A cassette (``rtkit.cassette``) the "model" replays instead of ``responder``: each session answers its
+    #: user turns with the cassette's turns, in order, from the first.
+    cassette: Path | None = None
+    #: How much faster than recorded the cassette's replies start (its recorded wait before each reply is
+    #: divided by this); the audio streams at ``generation_speed`` either way.
+    cassette_speed: float = Field(1.0, gt=0)
     default_model: str = "gpt-realtime"
     #: How much faster than real time the "model" generates audio. The service is faster than
     #: real time too; 2.0 leaves a response in progress for half its playback, so barge-in can cancel it.

@@ -194,6 +194,8 @@ class _Response:
     per_chunk: int = 1
     #: What it read, in tokens (fixed when it starts: the conversation as it was then).
     read: InputCount = field(default_factory=InputCount)
+    #: The usage a scripted reply brought (a cassette's, as recorded), reported instead of the count.
+    usage: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -205,6 +207,7 @@ class Core:
 
     ``playback``: the reply's audio rides a media track (WebRTC) as ``Play`` outputs instead of
     ``response.output_audio.delta`` events, and the track reports back with ``playback_started``/``stopped``.
+    ``scripted``: the responder decides the function calls (``Reply.call``; a cassette), not ``choose_tool``.
     """
 
     def __init__(
@@ -216,9 +219,11 @@ class Core:
         playback: bool = False,
         generation_speed: float = 2.0,
         max_session_seconds: float = 3600.0,
+        scripted: bool = False,
     ) -> None:
         self.session = session
         self.playback = playback
+        self.scripted = scripted
         self.generation_speed = generation_speed
         self.conversation_id = new_id("conv")
         self.items = ItemStore()
@@ -670,7 +675,7 @@ class Core:
         assert run.turn is not None
         tools = run.params.get("tools", self.session.tools)
         choice = run.params.get("tool_choice", self.session.tool_choice)
-        call = choose_tool(tools, choice, run.turn.user_text, self.mcp.callable(tools))
+        call = None if self.scripted else choose_tool(tools, choice, run.turn.user_text, self.mcp.callable(tools))
         if call is not None and call.server_label is not None:
             if self.mcp.needs_approval(call):
                 self._ask_approval(run, call)
@@ -692,6 +697,15 @@ class Core:
         if self._closed or run is None or run.waiting != key:
             return
         run.waiting = None
+        run.usage = reply.usage
+        if reply.error is not None:
+            self._error(reply.error, None)
+            error = {"type": reply.error.type, "code": reply.error.code, "message": reply.error.message}
+            self._finish(run, "failed", details={"type": "failed", "error": error})
+            return
+        if reply.call is not None and self.scripted:
+            self._call_function(run, reply.call, now)
+            return
         out = run.message
         self._open(out)
         run.budget = OutputBudget.of(run.response["max_output_tokens"])
@@ -934,7 +948,7 @@ class Core:
         response = run.response
         response["status"] = status
         response["status_details"] = details
-        response["usage"] = _usage(run.read, audio_ms, text)
+        response["usage"] = run.usage or _usage(run.read, audio_ms, text)
         self._response = None
         self.emit("response.done", response=response)
         if not self.playback:  # WebSocket: the client plays the reply from now on, for as long as it lasts

@@ -79,6 +79,7 @@ class Engine:
             playback=player is not None,
             generation_speed=generation_speed,
             max_session_seconds=max_session_seconds,
+            scripted=getattr(responder, "scripted", False),
         )
         self.responder = responder
         self.transport = transport

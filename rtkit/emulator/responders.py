@@ -8,12 +8,14 @@ espeak-ng where it is installed, else rendered as a short tone per word.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from rtkit.audio.pcm import PCM, REALTIME_RATE, tone
 from rtkit.audio.speech import speak, speech_available
+from rtkit.emulator.errors import ApiError
+from rtkit.emulator.tools import ToolCall
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,29 @@ class Reply:
     text: str
     #: Mono PCM16 at 24 kHz, or None for a text-only reply.
     audio: PCM | None
+    #: A function call made instead of speaking; only a ``scripted`` responder's is heeded (see ``Responder``).
+    call: ToolCall | None = None
+    #: ``response.done``'s ``usage`` as recorded, in place of the emulator's own count (a cassette's replay).
+    usage: dict[str, Any] | None = None
+    #: The response fails with this (an ``error`` event, ``response.done`` with status ``failed``).
+    error: ApiError | None = None
 
 
 @runtime_checkable
 class Responder(Protocol):
+    """Says what the "model" says on each turn.
+
+    A responder with ``scripted = True`` also decides the function calls (its ``Reply.call``) in place of the
+    emulator's rule in ``tools.py``: a cassette replays the calls it recorded."""
+
     async def respond(self, turn: Turn) -> Reply: ...
+
+
+@runtime_checkable
+class SessionResponders(Protocol):
+    """Makes one responder per session, for a responder whose state is the session's (a cassette's position)."""
+
+    def for_session(self) -> Responder: ...
 
 
 async def voice_text(text: str) -> PCM:

@@ -23,7 +23,7 @@ from rtkit.emulator.faults import Faults
 from rtkit.emulator.hosts import CallHost, LocalCalls, Switchboard
 from rtkit.emulator.keys import KeyStore
 from rtkit.emulator.limits import MAX_EVENT_FRAME_BYTES
-from rtkit.emulator.responders import RESPONDERS, Responder
+from rtkit.emulator.responders import RESPONDERS, Responder, SessionResponders
 from rtkit.emulator.sessions import SessionState
 from rtkit.emulator.webrtc import ModelAudioTrack, RtcCall
 from rtkit.emulator.workers import WorkerPool
@@ -47,10 +47,14 @@ class Emulator:
     """
 
     def __init__(
-        self, config: EmulatorConfig | None = None, *, responder: Responder | None = None, **settings: Any
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        responder: Responder | SessionResponders | None = None,
+        **settings: Any,
     ) -> None:
         self.config = config or EmulatorConfig(**settings)
-        self.responder: Responder = responder or RESPONDERS[self.config.responder]()
+        self.responder: Responder | SessionResponders = responder or self._configured_responder()
         self.faults = Faults(single_use_keys=self.config.single_use_keys)
         self.keys = KeyStore(self.config.api_key.get_secret_value())
         admin = self.config.admin_token
@@ -79,6 +83,13 @@ class Emulator:
         host: CallHost = self.pool if self.pool is not None else self.local
         #: Where the routes open, hang up, join, list and drop calls, whichever host carries them.
         self.switchboard = Switchboard(host, self.faults)
+
+    def _configured_responder(self) -> Responder | SessionResponders:
+        if self.config.cassette is not None:
+            from rtkit.emulator.replay import CassetteReplay
+
+            return CassetteReplay.load(self.config.cassette, speed=self.config.cassette_speed)
+        return RESPONDERS[self.config.responder]()
 
     # -- addresses ------------------------------------------------------------------------
     @property
@@ -159,9 +170,12 @@ class Emulator:
         player: Any = None,
         on_expired: Callable[[str], None] | None = None,
     ) -> Engine:
+        responder = self.responder
+        if isinstance(responder, SessionResponders):  # a cassette: each session plays it from its start
+            responder = responder.for_session()
         engine = Engine(
             session,
-            self.responder,
+            responder,
             transport=transport,
             player=player,
             generation_speed=self.config.generation_speed,

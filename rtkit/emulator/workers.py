@@ -69,6 +69,8 @@ class WorkerPool:
             "api_key": config.api_key.get_secret_value(),
             "admin_token": admin_token,
             "responder": config.responder,
+            "cassette": config.cassette,
+            "cassette_speed": config.cassette_speed,
             "default_model": config.default_model,
             "generation_speed": config.generation_speed,
             "max_session_seconds": config.max_session_seconds,
