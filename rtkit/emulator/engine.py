@@ -108,10 +108,6 @@ class Engine:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
 
-    # The transports' and the emulator's older spelling; "sink" is an audio output in ``rtkit.audio``.
-    add_sink = add_listener
-    remove_sink = remove_listener
-
     # -- what the transports feed -----------------------------------------------------------------------------
     def start(self) -> None:
         """Announce the session, as the service does first on every new connection."""

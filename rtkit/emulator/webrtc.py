@@ -161,7 +161,7 @@ class RtcCall:
         self._connected = asyncio.Event()
         track.on_started = engine.playback_started
         track.on_stopped = engine.playback_stopped
-        engine.add_sink(self._send)
+        engine.add_listener(self._send)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
