@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -141,6 +142,20 @@ def _wait_until_up(lab: Lab, timeout: float) -> None:
                 return
         time.sleep(0.2)
     pytest.fail(f"jupyter lab did not answer /api/status within {timeout:.0f} s:\n{lab.server_log()}")
+
+
+#: Notebooks the browser tests run, as real files that lint and format see: one '# %%' per cell.
+CELLS = Path(__file__).resolve().parent / "widgets" / "cells"
+
+
+def notebook_cells(*names: str) -> list[str]:
+    """The cells of ``tests/widgets/cells/<name>.py`` for each name, in order (the text before a file's first
+    ``# %%`` says what it is for, and is not a cell)."""
+    cells: list[str] = []
+    for name in names:
+        parts = re.split(r"^# %%$", (CELLS / f"{name}.py").read_text(), flags=re.MULTILINE)
+        cells.extend(part.strip("\n") for part in parts[1:])
+    return cells
 
 
 def write_notebook(path: Path, cells: list[str]) -> None:

@@ -37,7 +37,16 @@ from rtkit.errors import (
 from rtkit.session import RealtimeSession, ReconnectPolicy, StateChange
 from rtkit.widgets import BrowserCall, ConnectionPanel, LevelPlot
 from rtkit.widgets.page import PageBridge, PageTransport
-from tests.jupyterlab import SCRIPTED, Lab, NotebookRun, missing_lab_tools, run_in_lab, running_lab, write_notebook
+from tests.jupyterlab import (
+    SCRIPTED,
+    Lab,
+    NotebookRun,
+    missing_lab_tools,
+    notebook_cells,
+    run_in_lab,
+    running_lab,
+    write_notebook,
+)
 
 FAST = ReconnectPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05)
 #: What a key looks like (the widget's own source mentions "ek_" in its comments, never with a value).
@@ -397,187 +406,13 @@ async def test_check_microphone_asks_the_page(report: dict[str, Any], error: typ
 MAIN_KEY = "sk-browser-call-test-main-" + secrets.token_hex(8)
 skip_without_browser = pytest.mark.skipif(missing_lab_tools() is not None, reason=missing_lab_tools() or "")
 
-SETUP = """\
-import asyncio, json, os, re
-from pathlib import Path
-from rtkit.errors import MicrophoneDeniedError
-from rtkit.lab import start_backend
-from rtkit.session import ReconnectPolicy
-from rtkit.widgets import BrowserCall, LevelPlot
-
-# No cors_origins: the emulator answers any page, as the service does (on_frontend matters only with a list).
-backend = await start_backend(api_key=os.environ["RTKIT_TEST_MAIN_KEY"])
-emu = backend.emulator
-minted = []
-
-async def keys():
-    key = await backend.keys()
-    minted.append(key.value)
-    # For the test's secret scan: written to a file, never shown in an output.
-    Path(os.environ["RTKIT_TEST_MINTED"]).write_text(json.dumps(minted))
-    return key
-"""
-
-# The user talks over a long reply (a text turn read out by espeak): the fake microphone's next beep is the
-# interruption. The page stops playback and truncates the item to what its Web Audio clock says was played.
-BARGE_IN_CELL = """\
-call.muted = True
-await asyncio.sleep(1.0)  # the last beep's turn ends
-barge_ins, errors = [], []
-call.events.on(lambda e: e["type"] == "rtkit.barge_in" and barge_ins.append(e))
-call.events.on(lambda e: e["type"] == "error" and errors.append(e))
-call.send_text("Please read this out: " + "one two three four five six seven eight nine ten " * 4)
-playing = "output_audio_buffer.started" if call.transport_name == "webrtc" else "response.output_audio.delta"
-await call.wait_for(playing, timeout=15)
-await asyncio.sleep(1.5)
-truncated = asyncio.ensure_future(call.wait_for("conversation.item.truncated", timeout=15))
-call.muted = False
-cut = await truncated
-call.muted = True
-await asyncio.sleep(1.0)  # an error about the client's events would be here by now
-b = barge_ins[0]  # the beeps may go on interrupting the replies to themselves until the mute lands
-assert b["truncated"] and not errors and cut["audio_end_ms"] == b["played_ms"] > 0, (barge_ins, errors, cut)
-assert call.metrics.barge_ins[0].played_ms == b["played_ms"]
-print("BARGE-IN over", b["transport"], "played", b["played_ms"], "ms of", b["produced_ms"])
-print("received; cancelled", b["cancelled"])
-call.muted = False"""
-
-CALL_CELLS = [
-    SETUP,
-    """\
-call = BrowserCall(keys, base_url=backend.base_url, on_frontend=backend.allow_page,
-                   reconnect=ReconnectPolicy(max_attempts=4, initial_delay=0.2))
-plot = LevelPlot(call)
-states, seen = [], []
-call.states.on(lambda change: states.append(change.state))
-call.events.on(lambda event: seen.append(event["type"]))
-call""",
-    """\
-await call.connect()
-assert call.state == "connected" and seen[0] == "session.created", (call.state, seen)
-print("CONNECTED over", call.transport_name, "in", call.metrics.connects[-1].total_ms, "ms")""",
-    """\
-# Chromium's fake microphone beeps every 500 ms, without end. For one clean turn: a 200 ms silence ends it, the
-# reply is not interrupted, and the microphone is muted as soon as the speech starts (so that it stops).
-call.muted = True
-turn_detection = {"type": "server_vad", "silence_duration_ms": 200, "interrupt_response": False}
-call.update_session(audio={"input": {"turn_detection": turn_detection}})
-await call.wait_for("session.updated", timeout=10)
-stop = call.events.on(lambda e: e["type"] == "input_audio_buffer.speech_started" and setattr(call, "muted", True))
-call.muted = False
-await call.wait_for("output_audio_buffer.stopped", timeout=20)
-stop()
-TURN = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "input_audio_buffer.committed",
-        "response.created", "output_audio_buffer.started", "response.output_audio_transcript.done",
-        "response.done", "output_audio_buffer.stopped"]
-assert not [t for t in TURN if t not in seen], [t for t in TURN if t not in seen]
-(turn,) = await call.metrics.wait_for_turns(1, timeout=10)  # the turn ends once the browser has played it out
-# Unmuted only now: a beep while the reply still plays (a loaded machine's jitter buffer holds up to 0.5 s) is
-# a barge-in, and the page would rightly stop the reply before it was heard.
-call.muted = False
-assert turn.status == "completed" and turn.first_audio_ms and turn.reply_end_ms > turn.first_audio_ms, turn
-print("TURN", turn)""",
-    """\
-inputs, outputs = [v for _, v in plot.inputs], [v for _, v in plot.outputs]
-assert len(inputs) > 20 and max(inputs) > -45, inputs[-20:]
-assert outputs and max(outputs) > -45, outputs[-20:]
-stats = call.last_stats
-assert stats is not None and stats.packets_received and stats.rtt_ms is not None, stats
-print("LEVELS", len(inputs), "input readings, loudest", max(inputs), "dBFS; model loudest", max(outputs), "dBFS")
-print("STATS", stats)
-plot.snapshot()""",
-    BARGE_IN_CELL,
-    """\
-before = emu.keys.issued
-back = asyncio.ensure_future(call.wait_for_state("connected", timeout=30))
-assert await emu.drop_call() == 1
-change = await back
-assert "disconnected" in states and states.count("connected") >= 2 and emu.keys.issued > before, states
-print("RECOVERED at attempt", change.attempt, "- keys issued", before, "->", emu.keys.issued)""",
-    """\
-widget_state = json.dumps(call.widget.get_state(), default=str)
-assert not re.findall(r"ek_[A-Za-z0-9]{8,}", widget_state) and not [k for k in minted if k in widget_state]
-print("ALL CHECKS PASSED")""",
-]
-
-WEBSOCKET_CELLS = [
-    SETUP,
-    "call = BrowserCall(keys, base_url=backend.base_url, on_frontend=backend.allow_page)\ncall",
-    """\
-notices = []
-call.events.on(lambda event: event["type"].startswith("rtkit.") and notices.append(event))
-call.muted = True  # a text turn: the fake microphone's beeps would interrupt the reply
-await call.connect()
-assert call.transport_name == "websocket" and notices[0]["type"] == "rtkit.transport_fallback", notices
-assert "no WebRTC" in call.message, call.message
-call.send_text("Hello over the WebSocket")
-done = await call.wait_for("response.done", timeout=15)
-assert done["response"]["status"] == "completed", done
-print("FELL BACK to", call.transport_name, "-", call.message)""",
-    BARGE_IN_CELL,
-]
-
-DENIED_CELLS = [
-    SETUP,
-    "call = BrowserCall(keys, base_url=backend.base_url, on_frontend=backend.allow_page)\ncall",
-    """\
-try:
-    await call.connect()
-except MicrophoneDeniedError as exc:
-    print("RAISED", type(exc).__name__ + ":", exc)
-    assert call.state == "failed" and "Microphone access is blocked" in call.message
-else:
-    raise AssertionError("connected without a microphone")""",
-]
-
-
-SCENARIO_CELLS = [
-    SETUP,
-    """\
-from rtkit.widgets import ConnectionPanel, ScenarioPanel
-
-async def expired_first():  # the first key expires on its way to the page: the API answers the browser 401
-    key = await keys()
-    if len(minted) == 1:
-        emu.keys.expire(key.value)
-    return key
-
-call = BrowserCall(expired_first, base_url=backend.base_url, on_frontend=backend.allow_page,
-                   reconnect=ReconnectPolicy(max_attempts=4, initial_delay=0.2))
-call.muted = True  # scenarios, not a conversation: the fake microphone's beeps would keep the VAD busy
-panel, scenarios = ConnectionPanel(call), ScenarioPanel(call, backend, timeout=30)
-display(panel, scenarios)""",
-    """\
-await panel.connect()
-assert call.state == "connected" and len(minted) == 2 and len(call.metrics.connects) == 1, minted
-print("FRESH KEY after the API refused the expired one; connected over", call.transport_name)""",
-    """\
-results = {}
-for name in ["network_drop", "upstream_429", "upstream_500", "expire_key", "mic_denied", "webrtc_unavailable"]:
-    results[name] = await scenarios.run(name)
-    print("•", results[name].summary())
-assert all(r.recovered for r in results.values()), {n: r.summary() for n, r in results.items()}
-assert call.state == "connected" and call.transport_name == "websocket", (call.state, call.transport_name)
-print("SCENARIOS PASSED", len(minted), "keys minted")""",
-    """\
-from rtkit.errors import RateLimitedError
-await call.disconnect()
-emu.faults.reject_next_calls(1, status=429, retry_after=2)  # the API refuses the page's POST /calls
-try:
-    await call.connect()
-except RateLimitedError as exc:
-    print("RATE LIMITED", exc.retry_after, "-", call.message)
-    assert call.state == "failed" and exc.retry_after == 2
-await call.connect()
-emu.faults.reject_next_calls(1, status=503)  # and is down for the first reconnection after a drop
-seen = []
-call.states.on(lambda change: seen.append((change.state, change.attempt, change.error and change.error.code)))
-back = asyncio.ensure_future(call.wait_for_state("connected", timeout=30))
-await emu.drop_call()
-change = await back
-assert change.attempt == 2 and ("disconnected", 1, "upstream_unavailable") in seen, seen
-print("API DOWN then back: connected at attempt", change.attempt)""",
-]
+#: The notebooks this module runs in JupyterLab, from the cell files in tests/widgets/cells/.
+NOTEBOOKS = {
+    "call": notebook_cells("setup", "call", "barge_in", "call_recovery"),
+    "denied": notebook_cells("setup", "denied"),
+    "websocket": notebook_cells("setup", "websocket", "barge_in"),
+    "scenarios": notebook_cells("setup", "scenarios"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -587,12 +422,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "notebooks"
     root.mkdir()
-    for name, cells in (
-        ("call", CALL_CELLS),
-        ("denied", DENIED_CELLS),
-        ("websocket", WEBSOCKET_CELLS),
-        ("scenarios", SCENARIO_CELLS),
-    ):
+    for name, cells in NOTEBOOKS.items():
         write_notebook(root / f"{name}.ipynb", cells)
     env = {"RTKIT_TEST_MAIN_KEY": MAIN_KEY, "RTKIT_TEST_MINTED": str(tmp / "minted.json")}
     with running_lab(tmp, root, settings=SCRIPTED, env=env, expose_app=True) as server:
