@@ -34,10 +34,10 @@ from rtkit.errors import (
     InvalidRequestError,
     NetworkLostError,
     QuotaExceededError,
-    RateLimitedError,
     RealtimeAPIError,
     RtkitError,
     TokenExpiredError,
+    retry_wait,
 )
 from rtkit.events import Broadcast, EventWaiters, next_value
 from rtkit.keys import KeyProvider, RefusableKeyProvider, as_provider
@@ -426,13 +426,12 @@ class CallCore(ABC):
 
     async def _reconnect(self, cause: RtkitError | None, *, planned: bool = False) -> None:
         """A fresh key per attempt (the old one may be what failed), exponential backoff with jitter, and the
-        server's ``Retry-After`` honoured when it is longer. A failure no retry can cure ends it at once."""
+        server's ``Retry-After`` waited exactly when it gave one (``retry_wait``). A failure no retry can cure ends
+        it at once."""
         last: RtkitError | None = cause
         policy = self.reconnect_policy
         for attempt in range(1, policy.max_attempts + 1):
-            wait = 0.0 if planned and attempt == 1 else policy.delay(attempt)
-            if isinstance(last, RateLimitedError) and last.retry_after:
-                wait = max(wait, last.retry_after)
+            wait = retry_wait(last, 0.0 if planned and attempt == 1 else policy.delay(attempt))
             await asyncio.sleep(wait)
             if self._closing:
                 return

@@ -29,6 +29,7 @@ __all__ = [
     "UpstreamError",
     "WebRTCUnavailableError",
     "error_for_code",
+    "retry_wait",
 ]
 
 
@@ -88,6 +89,15 @@ class RateLimitedError(RtkitError):
     def __init__(self, message: str, *, retry_after: float | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
+
+
+def retry_wait(error: BaseException | None, guess: float) -> float:
+    """How long to wait before trying again after ``error``: exactly the server's ``Retry-After`` when it said
+    one (never less: asking sooner is refused again; never more: a cap on our own guesses is not a reason to
+    wait longer than asked), else ``guess``, the caller's own backoff. The one rule for every retry in rtkit."""
+    if isinstance(error, RateLimitedError) and error.retry_after is not None:
+        return error.retry_after
+    return guess
 
 
 class UpstreamError(RtkitError):

@@ -39,6 +39,7 @@ from rtkit.errors import (
     RequestTimeoutError,
     RtkitError,
     UpstreamError,
+    retry_wait,
 )
 
 __all__ = [
@@ -169,9 +170,7 @@ class _BackoffHonouringRetryAfter:
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-            return exc.retry_after
-        return float(self._exponential(state))
+        return retry_wait(exc, float(self._exponential(state)))
 
 
 class TokenIssuer:

@@ -55,3 +55,12 @@ def test_each_code_maps_to_the_class_a_caller_acts_on(
     assert error.message == "what the server said" and error.hint == "do this"
     if isinstance(error, RateLimitedError):
         assert error.retry_after == 2.5
+
+
+def test_one_rule_for_every_retry_the_servers_retry_after_exactly_else_our_own_backoff() -> None:
+    from rtkit.errors import retry_wait
+
+    assert retry_wait(RateLimitedError("slow down", retry_after=7.0), 0.2) == 7.0  # never sooner
+    assert retry_wait(RateLimitedError("slow down", retry_after=0.5), 30.0) == 0.5  # nor later than asked
+    assert retry_wait(RateLimitedError("slow down"), 0.2) == 0.2
+    assert retry_wait(UpstreamError("down"), 0.2) == retry_wait(None, 0.2) == 0.2

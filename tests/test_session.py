@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -275,3 +276,21 @@ async def test_no_microphone_is_a_typed_error_before_anything_is_minted(
         await session.connect()
     assert info.value.hint
     assert emulator.keys.issued == 0
+
+
+async def test_a_reconnection_the_api_refuses_with_429_waits_its_retry_after_exactly(
+    emulator: Emulator, issuer: TokenIssuer
+) -> None:
+    """One rule for every retry (``rtkit.errors.retry_wait``): the server's Retry-After, not our own backoff."""
+    session = RealtimeSession(
+        IssuerKeys(issuer), base_url=emulator.base_url, transport="webrtc", reconnect=FAST_RECONNECT
+    )
+    attempts: list[tuple[float, str]] = []
+    session.states.on(lambda change: attempts.append((time.monotonic(), change.state)))
+    async with session:
+        emulator.faults.reject_next_calls(1, status=429, retry_after=1)
+        await emulator.drop_call()
+        await session.wait_for_state("connected", timeout=15)
+    connecting = [t for t, state in attempts if state == "connecting"]
+    refused, retried = connecting[1], connecting[2]  # the first reconnection (429), then the next one
+    assert retried - refused >= 0.95, attempts  # FAST_RECONNECT alone would wait well under a second
