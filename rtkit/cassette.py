@@ -49,10 +49,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rtkit.audio.base import AudioSink, AudioSource
 from rtkit.audio.formats import WireFormat
 from rtkit.audio.media import resample
 from rtkit.audio.pcm import PCM, REALTIME_RATE
+from rtkit.audio.tap import SinkTap, SourceTap
 from rtkit.errors import ConfigurationError
 from rtkit.events import Broadcast
 
@@ -256,50 +256,6 @@ class _Reply:
 _SILENT = 64
 
 
-class _Tap:
-    """In front of a session's sink (or in place of none): hands the recorder every frame written to it.
-
-    ``sink`` keeps the wrapped one reachable, as ``barge_in.playout_sink`` looks for it (like ``MeteredSink``)."""
-
-    def __init__(self, sink: AudioSink | None, take: Callable[[PCM, int], None]) -> None:
-        self.sink = sink
-        self.sample_rate = sink.sample_rate if sink is not None else REALTIME_RATE
-        self._take = take
-
-    async def start(self) -> None:
-        if self.sink is not None:
-            await self.sink.start()
-
-    def write(self, pcm: PCM) -> None:
-        self._take(pcm, self.sample_rate)
-        if self.sink is not None:
-            self.sink.write(pcm)
-
-    async def close(self) -> None:
-        if self.sink is not None:
-            await self.sink.close()
-
-
-class _SourceTap:
-    """In front of a session's source: keeps every frame the transport read from it (the user's audio as sent)."""
-
-    def __init__(self, source: AudioSource) -> None:
-        self.source = source
-        self.sample_rate = source.sample_rate
-        self.frames: list[PCM] = []
-
-    async def start(self) -> None:
-        await self.source.start()
-
-    async def read(self) -> PCM:
-        pcm = await self.source.read()
-        self.frames.append(pcm.copy())
-        return pcm
-
-    async def close(self) -> None:
-        await self.source.close()
-
-
 def _trimmed(pcm: PCM) -> PCM:
     loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > _SILENT)
     return pcm[loud[0] : loud[-1] + 1] if loud.size else pcm[:0]
@@ -335,13 +291,14 @@ class Recorder:
         self._heard: dict[str, list[PCM]] = {}
         self._rates: dict[str, int] = {}
         self._turn_of: dict[str, CassetteTurn] = {}
-        self._tap: _Tap | None = None
-        self._source: _SourceTap | None = None
+        self._tap: SinkTap | None = None
+        self._source: SourceTap | None = None
+        self._sent: list[PCM] = []
         if hasattr(call, "sink") and hasattr(call, "source"):  # a RealtimeSession: audio comes to the kernel
-            self._tap = _Tap(getattr(call, "sink", None), self._on_audio)
+            self._tap = SinkTap(getattr(call, "sink", None), self._on_audio)
             setattr(call, "sink", self._tap)  # noqa: B010 (RecordableCall does not declare it)
             if (source := getattr(call, "source", None)) is not None:
-                self._source = _SourceTap(source)
+                self._source = SourceTap(source, lambda pcm, _rate: self._sent.append(pcm.copy()))
                 setattr(call, "source", self._source)  # noqa: B010
         self._unsubscribe: Callable[[], None] | None = call.events.on(self._on_event)
 
@@ -456,8 +413,8 @@ class Recorder:
         """What was recorded so far, scrubbed."""
         self._remember_key()
         user = None
-        if self._source is not None and self._source.frames:
-            sent = np.concatenate(self._source.frames)
+        if self._source is not None and self._sent:
+            sent = np.concatenate(self._sent)
             user = CassetteAudio.of(resample(sent, self._source.sample_rate, REALTIME_RATE))
         cassette = Cassette(meta=self.meta, turns=self._turns, events=self._events, user_audio=user)
         raw = cassette.model_dump(mode="json")
