@@ -72,7 +72,7 @@ class Transcript(widgets.HTML):
         """The transcript as it stands, as plain HTML."""
         conversation = self.call.conversation
         if not conversation.sessions:
-            return "<div class='rtkit-transcript'><i>No conversation yet: connect the call.</i></div>"
+            return "<div class='rtkit-transcript rtkit-static'><i>No conversation yet: connect the call.</i></div>"
         start = conversation.sessions[0].started_at
         moves = sorted(conversation.resumptions, key=lambda r: r.at)
         rows: list[str] = []
@@ -97,7 +97,8 @@ class Transcript(widgets.HTML):
             f"{usage.input_tokens:,} tokens in ({usage.cached_tokens:,} cached), {usage.output_tokens:,} out"
             f"{cost}</div>"
         )
-        return "<div class='rtkit-transcript' style='font-size:13px;line-height:1.5'>" + "".join(rows) + "</div>"
+        style = "font-size:13px;line-height:1.5"
+        return f"<div class='rtkit-transcript rtkit-static' style='{style}'>" + "".join(rows) + "</div>"
 
     def close(self) -> None:
         self._unsubscribe()

@@ -290,9 +290,18 @@ LESSONS = {
     # Text turns run muted (their recorded side is silence); the barge-in call's microphone speaks 4 s in,
     # over the long reply, as the recorded lesson's SpeechSource does.
     "10_long_conversations.ipynb": {"says": 1, "lead": 4.0, "seconds": 1.5},
+    # The first half of the sentence, a 0.6 s pause, the first half again: one utterance with a pause in it,
+    # as the recorded lesson plays (it starts 1.2 s in); every call of a section hears it at once.
+    "11_turn_detection.ipynb": {"says": 2, "seconds": 1.55, "pause": 0.6, "lead": 1.2},
+    "12_webrtc_or_websocket.ipynb": {"says": 1, "lead": 1.0},  # one sentence, heard by both calls
+    "13_instructions_and_voice.ipynb": {"says": 0},  # text questions, spoken replies: a quiet participant
+    # Two calls each hear the sentence once (each new capture starts the file again); the ?intent=transcription
+    # part sends the kit's recording from the kernel.
+    "14_transcription.ipynb": {"says": 1},
+    "15_what_it_cost.ipynb": {"says": 1},  # one spoken turn; the rest is text, the microphone muted for the replay
 }
 #: Lessons that take longer than the default run allows (two capped sessions, a long reply, two brokers).
-TIMEOUTS = {"10_long_conversations.ipynb": 180}
+TIMEOUTS = {"10_long_conversations.ipynb": 180, "11_turn_detection.ipynb": 150}
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 STATIC = ("text/html", "image/png")
 #: Lessons with widgets saved before widgets carried static copies: each leaves this list when it is saved
 #: again (``make notebooks``).
-SAVED_BEFORE = {"04_audio_levels", "05_latency", "06_error_scenarios", "09_function_calling", "10_long_conversations"}
+SAVED_BEFORE: set[str] = set()
 LESSONS = [
     pytest.param(
         path,
