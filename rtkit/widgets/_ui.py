@@ -93,6 +93,19 @@ def png_bundle(png: bytes) -> dict[str, str]:
     return {"image/png": base64.b64encode(png).decode("ascii")}
 
 
+class ShowsStaticCopy:
+    """The display hooks of a widget that keeps a ``StaticCopy`` in ``self._copy``: its mime bundle is the live
+    view with the copy beside it, and showing it keeps the copy current. Listed before the ipywidgets base."""
+
+    _copy: StaticCopy
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return self._copy.bundle(super()._repr_mimebundle_(**kwargs))  # type: ignore[misc]
+
+    def _ipython_display_(self) -> None:
+        self._copy.show(super()._repr_mimebundle_())  # type: ignore[misc]
+
+
 class StaticCopy:
     """A widget's output that still says something where widgets do not render (GitHub, nbviewer, an HTML export).
 

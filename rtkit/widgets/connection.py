@@ -13,7 +13,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from rtkit.call import LiveCall, StateChange
-from rtkit.widgets._ui import StaticCopy, Throttle, error_html, light, spawn
+from rtkit.widgets._ui import ShowsStaticCopy, StaticCopy, Throttle, error_html, light, spawn
 from rtkit.widgets.browser_call import BrowserCall
 
 #: Lines of the event log a static copy keeps (the newest; the count of earlier ones is said).
@@ -27,7 +27,7 @@ NOISY = (
 )
 
 
-class ConnectionPanel(widgets.VBox):
+class ConnectionPanel(ShowsStaticCopy, widgets.VBox):
     """Everything about one call's connection, whether the kernel (``RealtimeSession``) or the browser tab
     (``BrowserCall``, whose card takes the place of the panel's buttons and status) holds the audio.
     ``await panel.connect()`` / ``disconnect()`` do what the buttons do; ``panel.lines`` holds the event log
@@ -74,12 +74,6 @@ class ConnectionPanel(widgets.VBox):
             controls = [self.card]
         super().__init__([*controls, widgets.HBox([self._filter, self._noisy]), self._log])
         self._copy = StaticCopy(self, lambda: {"text/html": self.static_html()})
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        return self._copy.bundle(super()._repr_mimebundle_(**kwargs))
-
-    def _ipython_display_(self) -> None:
-        self._copy.show(super()._repr_mimebundle_())
 
     def static_html(self) -> str:
         """The panel as plain HTML, for where widgets do not render (a saved notebook on GitHub, nbviewer, an

@@ -13,10 +13,10 @@ import ipywidgets as widgets
 from rtkit.cache import TokenCache
 from rtkit.keys import KeyProvider
 from rtkit.tokens import EphemeralKey
-from rtkit.widgets._ui import StaticCopy, error_html, spawn
+from rtkit.widgets._ui import ShowsStaticCopy, StaticCopy, error_html, spawn
 
 
-class KeyPanel(widgets.VBox):
+class KeyPanel(ShowsStaticCopy, widgets.VBox):
     """Mint through any key provider (broker, issuer) or through a ``TokenCache`` (then hits show too).
 
     ``await panel.mint()`` does what the button does and returns the key; the key itself is never shown
@@ -47,12 +47,6 @@ class KeyPanel(widgets.VBox):
         self._ticker: asyncio.Task[None] | None = None
         super().__init__([widgets.HBox([self._button, self._key, self._countdown]), self._status])
         self._copy = StaticCopy(self, lambda: {"text/html": self.static_html()})
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        return self._copy.bundle(super()._repr_mimebundle_(**kwargs))
-
-    def _ipython_display_(self) -> None:
-        self._copy.show(super()._repr_mimebundle_())
 
     def static_html(self) -> str:
         """The panel's state as plain HTML, for where widgets do not render: the key's fingerprint, where it

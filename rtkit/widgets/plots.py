@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from rtkit.audio.meter import Level
 from rtkit.call import LiveCall
 from rtkit.metrics import VOICED_DBFS, ConnectRecord, SessionMetrics, TurnRecord
-from rtkit.widgets._ui import StaticCopy, Throttle, png_bundle
+from rtkit.widgets._ui import ShowsStaticCopy, StaticCopy, Throttle, png_bundle
 
 FLOOR_DBFS = -80.0
 #: Live redraws stay small and cheap; static copies (saved in the notebook, shown on a projector) are sharper.
@@ -47,7 +47,7 @@ def _style(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
     ax.tick_params(labelsize=TICK_PT)
 
 
-class LevelPlot(widgets.VBox):
+class LevelPlot(ShowsStaticCopy, widgets.VBox):
     """Input and output RMS level (dBFS) over the last ``window`` seconds, of a kernel session or a browser call."""
 
     def __init__(self, session: LiveCall, *, window: float = 10.0, fps: float = 4.0) -> None:
@@ -66,12 +66,6 @@ class LevelPlot(widgets.VBox):
             lambda: png_bundle(_png(self.figure(static=True))),
             key=lambda: (len(self.inputs), self._last(self.inputs), len(self.outputs), self._last(self.outputs)),
         )
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        return self._copy.bundle(super()._repr_mimebundle_(**kwargs))
-
-    def _ipython_display_(self) -> None:
-        self._copy.show(super()._repr_mimebundle_())
 
     def _on_input(self, level: Level) -> None:
         self.inputs.append((level.t, max(level.rms_dbfs, FLOOR_DBFS)))
@@ -137,7 +131,7 @@ _CONNECT = (
 )
 
 
-class LatencyPlot(widgets.VBox):
+class LatencyPlot(ShowsStaticCopy, widgets.VBox):
     """Connection steps and per-turn latency as bars, plus a histogram of time to first audio.
 
     ``vad_silence_ms`` (the session's ``turn_detection.silence_duration_ms``, when known) draws the wait the
@@ -156,12 +150,6 @@ class LatencyPlot(widgets.VBox):
             lambda: png_bundle(_png(self.figure())),
             key=lambda: (len(self.metrics.connects), [(t.turn, t.reply_end_ms) for t in self.metrics.turns]),
         )
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        return self._copy.bundle(super()._repr_mimebundle_(**kwargs))
-
-    def _ipython_display_(self) -> None:
-        self._copy.show(super()._repr_mimebundle_())
 
     def _on_record(self, record: ConnectRecord | TurnRecord) -> None:
         self._throttle.request()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import html
 from dataclasses import dataclass, field
-from typing import Any
 
 import ipywidgets as widgets
 
@@ -20,7 +19,7 @@ from rtkit.errors import RtkitError
 from rtkit.keys import StaticKey
 from rtkit.lab import LabBackend
 from rtkit.session import RealtimeSession
-from rtkit.widgets._ui import StaticCopy, error_html, spawn
+from rtkit.widgets._ui import ShowsStaticCopy, StaticCopy, error_html, spawn
 
 SCENARIOS = {
     "expire_key": "Key expires",
@@ -46,7 +45,7 @@ class ScenarioResult:
         return f"{SCENARIOS[self.name]}: {outcome}. States: {states}." + "".join(f" {n}" for n in self.notes)
 
 
-class ScenarioPanel(widgets.VBox):
+class ScenarioPanel(ShowsStaticCopy, widgets.VBox):
     def __init__(self, session: LiveCall, backend: LabBackend, *, timeout: float = 20.0) -> None:
         self.session = session
         self.backend = backend
@@ -69,12 +68,6 @@ class ScenarioPanel(widgets.VBox):
             [widgets.GridBox(buttons, layout=widgets.Layout(grid_template_columns="repeat(3, 230px)")), note, self._out]
         )
         self._copy = StaticCopy(self, lambda: {"text/html": self.static_html()})
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        return self._copy.bundle(super()._repr_mimebundle_(**kwargs))
-
-    def _ipython_display_(self) -> None:
-        self._copy.show(super()._repr_mimebundle_())
 
     def static_html(self) -> str:
         """The scenarios run so far, oldest first, each with its outcome: the panel where widgets do not render."""

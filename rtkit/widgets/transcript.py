@@ -17,7 +17,7 @@ import ipywidgets as widgets
 from rtkit.call import LiveCall
 from rtkit.conversation import Turn
 from rtkit.cost import PRICES, PriceTable
-from rtkit.widgets._ui import StaticCopy
+from rtkit.widgets._ui import ShowsStaticCopy, StaticCopy
 
 __all__ = ["Transcript"]
 
@@ -37,7 +37,7 @@ _REDRAW_S = 0.15
 _SPEAKERS = {"user": ("you", "#1e88e5"), "assistant": ("model", "#ef6c00"), "system": ("system", "#6d4c41")}
 
 
-class Transcript(widgets.HTML):
+class Transcript(ShowsStaticCopy, widgets.HTML):
     """``Transcript(call)``: the call's conversation, live. ``prices`` prices its usage line."""
 
     def __init__(self, call: LiveCall, *, prices: PriceTable = PRICES, max_turns: int = 200) -> None:
@@ -49,12 +49,6 @@ class Transcript(widgets.HTML):
         self._unsubscribe = call.events.on(self._on_event)
         self._copy = StaticCopy(self, lambda: {"text/html": self.value})
         self.redraw()
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        return self._copy.bundle(super()._repr_mimebundle_(**kwargs))
-
-    def _ipython_display_(self) -> None:
-        self._copy.show(super()._repr_mimebundle_())
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if not str(event.get("type", "")).startswith(_CHANGES) or self._pending is not None:
