@@ -20,6 +20,11 @@ __all__ = ["PRICES", "Cost", "PriceTable", "Rates", "Usage"]
 _SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
+def _sums(a: Any, b: Any) -> list[Any]:
+    """Field by field, the sums of two records of one dataclass (both of this module's records add up so)."""
+    return [getattr(a, f.name) + getattr(b, f.name) for f in fields(a)]
+
+
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
@@ -57,7 +62,7 @@ class Usage:
         )
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+        return Usage(*_sums(self, other))
 
     @property
     def input_tokens(self) -> int:
@@ -104,7 +109,7 @@ class Cost:
     cached_image: float = 0.0
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+        return Cost(*_sums(self, other))
 
     @property
     def total(self) -> float:
