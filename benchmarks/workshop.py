@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -37,6 +35,7 @@ from jupyter_client.asynchronous import AsyncKernelClient
 
 from benchmarks._common import Options, Report, Row, command, fmt, markdown_table
 from benchmarks._servers import ServerProcess, free_port, spawn, stopped_on_error
+from rtkit._lab_server import lab_launch, wait_until_up
 from rtkit.audio.pcm import REALTIME_RATE, tone
 from rtkit.audio.sinks import NullSink
 from rtkit.audio.sources import PcmSource
@@ -45,7 +44,6 @@ from rtkit.session import RealtimeSession, ReconnectPolicy
 from rtkit.tokens import TokenIssuer
 
 NAME = "workshop"
-JUPYTER = Path(sys.executable).with_name("jupyter")
 #: The lesson's first cell, as every notebook starts; the last line tells us where the emulator listens.
 FIRST_CELL = """\
 from rtkit.lab import start_backend
@@ -63,6 +61,8 @@ class Participant:
 
     server: ServerProcess
     port: int
+    #: The server's runtime dir, where its kernels' connection files appear.
+    runtime: Path
     emulator_port: int = 0
     api_key: str = ""
     tmp: tempfile.TemporaryDirectory[str] = field(default_factory=tempfile.TemporaryDirectory)
@@ -98,8 +98,7 @@ class Participant:
 
 async def _run_first_cell(participant: Participant, kernel_id: str) -> None:
     """Run the lesson's first cell in the participant's kernel, through its connection file."""
-    runtime = Path(participant.tmp.name) / "runtime"
-    connection = runtime / f"kernel-{kernel_id}.json"
+    connection = participant.runtime / f"kernel-{kernel_id}.json"
     deadline = time.monotonic() + START_TIMEOUT_S
     while not connection.exists():
         if time.monotonic() > deadline:
@@ -133,39 +132,17 @@ async def start_participant() -> Participant:
     port = free_port()
     tmp = tempfile.TemporaryDirectory(prefix="rtkit-workshop-")
     root = Path(tmp.name)
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "RTKIT_AUDIO")}
-    env.update(
-        JUPYTER_CONFIG_DIR=str(root / "config"),
-        JUPYTER_RUNTIME_DIR=str(root / "runtime"),
-        JUPYTERLAB_SETTINGS_DIR=str(root / "settings"),
-        JUPYTERLAB_WORKSPACES_DIR=str(root / "workspaces"),
+    launch = lab_launch(root, root, port, token="", log_level="WARN")
+    participant = Participant(
+        ServerProcess(*await spawn(launch.args, env=launch.env)), port, launch.runtime_dir, tmp=tmp
     )
-    args = [
-        str(JUPYTER),
-        "lab",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        f"--ServerApp.root_dir={root}",
-        "--IdentityProvider.token=",
-        "--ServerApp.password=",
-        "--ServerApp.disable_check_xsrf=True",
-        "--ServerApp.log_level=WARN",
-        "--allow-root",  # a hub's servers run as their users; this benchmark may run as root
-    ]
-    participant = Participant(ServerProcess(*await spawn(args, env=env)), port, tmp=tmp)
     async with stopped_on_error(participant.server):
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + START_TIMEOUT_S
+        proc = participant.server.proc
+        await asyncio.to_thread(
+            wait_until_up, launch, lambda: proc.returncode, participant.server.stderr_tail, START_TIMEOUT_S
+        )
         async with httpx.AsyncClient(timeout=5.0) as http:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"{base}/api/status")).status_code == 200:
-                        break
-                if participant.server.proc.returncode is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"jupyter lab did not start: {participant.server.stderr_tail()}")
-                await asyncio.sleep(0.3)
-            kernel = (await http.post(f"{base}/api/kernels", json={"name": "python3"})).json()
+            kernel = (await http.post(f"{launch.url}/api/kernels", json={"name": "python3"})).json()
         await _run_first_cell(participant, kernel["id"])
     return participant
 

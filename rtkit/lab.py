@@ -229,15 +229,11 @@ def _voiced_spans(pcm: np.ndarray, rate: int, gap_s: float = 1.0, pad_s: float =
     ``gap_s`` and padded by ``pad_s`` each side."""
     import numpy as np
 
+    from rtkit.audio.pcm import frame_levels_dbfs
     from rtkit.metrics import VOICED_DBFS
 
     frame = rate // 50
-    count = pcm.size // frame
-    if count == 0:
-        return []
-    frames = pcm[: count * frame].reshape(count, frame).astype(np.float64) / 32768.0
-    rms = np.sqrt(np.mean(frames**2, axis=1))
-    voiced = np.flatnonzero(20 * np.log10(np.maximum(rms, 1e-9)) > VOICED_DBFS)
+    voiced = np.flatnonzero(frame_levels_dbfs(pcm, rate, frame_ms=20) > VOICED_DBFS)
     spans: list[tuple[int, int]] = []
     gap, pad = round(gap_s * 50), round(pad_s * rate)
     for index in voiced:

@@ -1,34 +1,27 @@
 """A real JupyterLab for the browser tests: the venv's ``jupyter lab`` on loopback, Chromium running notebooks in it.
 
-The server gets a random token, a free port, temporary Jupyter config/data/runtime dirs (so nothing from the
-developer's profile changes what renders) and no ``OPENAI_API_KEY`` (the lessons use the emulator). Kernels
-inherit the server's environment: that is how a test hands a notebook what it needs (``RTKIT_AUDIO``, where to
-note minted keys...). The venv's own ``share/jupyter`` (kernelspec, the widgets lab extension) stays on
-Jupyter's search path because it comes from ``sys.prefix``, not from those variables.
+The server is started as ``rtkit._lab_server`` starts every lab of the kit's tooling (the workshop benchmark's
+too): a random token, a free port, temporary Jupyter dirs and no ``OPENAI_API_KEY``. Kernels inherit the
+server's environment: that is how a test hands a notebook what it needs (``RTKIT_AUDIO``, where to note minted
+keys...).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import secrets
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from rtkit._lab_server import JUPYTER, lab_launch, wait_until_up
 from tests.chromium import ALLOW_MICROPHONE, ARTIFACTS, CHROMIUM, WEBRTC_ARGS
 from tests.conftest import free_port
-
-JUPYTER = Path(sys.executable).with_name("jupyter")
 
 #: Lab user settings for every run: no news toast over the screenshots (it would also fetch from the internet).
 QUIET = {"@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}}
@@ -77,51 +70,27 @@ def running_lab(
     env: dict[str, str] | None = None,
     expose_app: bool = False,
 ) -> Iterator[Lab]:
-    """``jupyter lab --no-browser`` serving ``root`` until the block ends. ``env`` reaches the kernels;
-    ``expose_app`` sets ``window.jupyterapp``, for tests that run cells and save through Lab's own commands."""
-    dirs = {name: tmp / name for name in ("home", "config", "data", "runtime", "ipython")}
-    for d in dirs.values():
-        d.mkdir(exist_ok=True)
-    for plugin, values in (settings or QUIET).items():
-        target = dirs["config"] / "lab" / "user-settings" / f"{plugin}.jupyterlab-settings"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(values))
-    port, token = free_port(), secrets.token_hex(24)
-    url = f"http://127.0.0.1:{port}"
-    server_env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RTKIT_AUDIO")}
-    server_env.update(
-        HOME=str(dirs["home"]),
-        JUPYTER_CONFIG_DIR=str(dirs["config"]),
-        JUPYTER_DATA_DIR=str(dirs["data"]),
-        JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
-        IPYTHONDIR=str(dirs["ipython"]),
-        RTKIT_TEST_LAB_ORIGIN=url,
-        **(env or {}),
+    """``jupyter lab --no-browser`` serving ``root`` until the block ends (started as ``rtkit._lab_server`` says,
+    with a random token). ``env`` reaches the kernels; ``expose_app`` sets ``window.jupyterapp``, for tests that run
+    cells and save through Lab's own commands."""
+    port = free_port()
+    launch = lab_launch(
+        tmp,
+        root,
+        port,
+        settings=settings or QUIET,
+        env={"RTKIT_TEST_LAB_ORIGIN": f"http://127.0.0.1:{port}", **(env or {})},
+        expose_app=expose_app,
     )
-    args = [
-        str(JUPYTER),
-        "lab",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}",
-        "--ServerApp.disable_check_xsrf=False",
-        "--ServerApp.terminals_enabled=False",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]
-    if expose_app:
-        args.append("--LabApp.expose_app_in_browser=True")
-    if os.geteuid() == 0:
-        args.append("--allow-root")  # containers and CI run as root; jupyter_server refuses without it
     log = tmp / "jupyterlab.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=server_env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT)
-    lab = Lab(url, token, root, log, proc)
+        proc = subprocess.Popen(launch.args, env=launch.env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT)
+    lab = Lab(launch.url, launch.token, root, log, proc)
     try:
-        _wait_until_up(lab, timeout=30)
+        try:
+            wait_until_up(launch, proc.poll, lab.server_log, timeout=30)
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
         yield lab
     finally:
         proc.terminate()
@@ -130,18 +99,6 @@ def running_lab(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
-
-
-def _wait_until_up(lab: Lab, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if lab.proc.poll() is not None:
-            pytest.fail(f"jupyter lab exited with {lab.proc.returncode}:\n{lab.server_log()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{lab.url}/api/status", params={"token": lab.token}, timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    pytest.fail(f"jupyter lab did not answer /api/status within {timeout:.0f} s:\n{lab.server_log()}")
 
 
 #: Notebooks the browser tests run, as real files that lint and format see: one '# %%' per cell.

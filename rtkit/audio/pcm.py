@@ -33,6 +33,19 @@ def level_dbfs(pcm: PCM) -> tuple[float, float]:
         )
 
 
+def frame_levels_dbfs(pcm: PCM, rate: int = REALTIME_RATE, frame_ms: int = 20) -> npt.NDArray[np.float64]:
+    """RMS dBFS of each whole ``frame_ms`` frame of ``pcm`` (a trailing partial frame is left out), the measure of
+    ``level_dbfs`` for a whole recording in one numpy pass; a silent frame is -inf."""
+    frame = rate * frame_ms // 1000
+    if frame <= 0:
+        raise ValueError(f"a {frame_ms} ms frame at {rate} Hz holds no sample")
+    count = pcm.size // frame
+    frames = pcm[: count * frame].reshape(count, frame).astype(np.float64) / 32768.0
+    rms = np.sqrt(np.mean(frames * frames, axis=1))
+    with np.errstate(divide="ignore"):
+        return np.asarray(20 * np.log10(rms), dtype=np.float64)
+
+
 def tone(seconds: float, frequency: float = 440.0, amplitude: float = 0.3, rate: int = REALTIME_RATE) -> PCM:
     """A sine tone: the simplest audible, measurable signal."""
     t = np.arange(int(seconds * rate)) / rate

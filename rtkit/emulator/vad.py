@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from rtkit.audio.pcm import PCM, REALTIME_RATE
+from rtkit.audio.pcm import PCM, REALTIME_RATE, frame_levels_dbfs
 
 WINDOW_MS = 20
 _WINDOW = REALTIME_RATE * WINDOW_MS // 1000
@@ -53,11 +53,8 @@ class EnergyVad:
         usable = self._pending.size - self._pending.size % _WINDOW
         if usable == 0:
             return events
-        windows = self._pending[:usable].astype(np.float64).reshape(-1, _WINDOW) / 32768.0
+        levels = frame_levels_dbfs(self._pending[:usable], REALTIME_RATE, WINDOW_MS)
         self._pending = self._pending[usable:]
-        rms = np.sqrt(np.mean(windows * windows, axis=1))
-        with np.errstate(divide="ignore"):
-            levels = 20 * np.log10(np.maximum(rms, 1e-12))
         for level in levels:
             self._pos_ms += WINDOW_MS
             voiced = level >= self.threshold_db

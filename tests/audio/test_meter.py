@@ -20,6 +20,7 @@ from rtkit.audio import (
     ToneSource,
     tone,
 )
+from rtkit.audio.pcm import REALTIME_RATE, frame_levels_dbfs, level_dbfs
 from rtkit.events import Broadcast
 
 
@@ -92,3 +93,14 @@ async def test_metered_sink_passes_frames_through_unchanged_and_measures_them_as
     await sink.close()
     np.testing.assert_array_equal(recorder.pcm, signal)
     assert [level.direction for level in seen] == ["output", "output"]
+
+
+def test_frame_levels_are_level_dbfs_of_each_whole_frame_and_drop_the_partial_tail() -> None:
+    pcm = np.concatenate([tone(0.02, amplitude=1.0), np.zeros(480, dtype=np.int16), tone(0.02, amplitude=0.01)])
+    pcm = np.concatenate([pcm, tone(0.01)])  # half a frame: not measured
+    levels = frame_levels_dbfs(pcm, REALTIME_RATE, frame_ms=20)
+    assert levels.shape == (3,)
+    for index, level in enumerate(levels):
+        assert level == pytest.approx(level_dbfs(pcm[index * 480 : (index + 1) * 480])[0], abs=1e-9)
+    assert levels[1] == -math.inf
+    assert frame_levels_dbfs(pcm[:479], REALTIME_RATE).shape == (0,)
