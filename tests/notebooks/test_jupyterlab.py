@@ -299,6 +299,7 @@ LESSONS = {
     # part sends the kit's recording from the kernel.
     "14_transcription.ipynb": {"says": 1},
     "15_what_it_cost.ipynb": {"says": 1},  # one spoken turn; the rest is text, the microphone muted for the replay
+    "16_final_project.ipynb": {"says": 1},  # one spoken question: the cassette's function call, then its answer
 }
 #: Lessons that take longer than the default run allows (two capped sessions, a long reply, two brokers).
 TIMEOUTS = {"10_long_conversations.ipynb": 180, "11_turn_detection.ipynb": 150}
