@@ -252,8 +252,8 @@ async def listen(call: LiveCall) -> Listening:
     * ``kernel`` side: your microphone and the speaker played live; the kernel keeps neither, so nothing is
       replayed (the note says so).
     * ``browser`` side: the audio never passes through the kernel (the page sends it to the API and plays the
-      reply itself; the kernel sees events, levels and metrics). Nothing is replayed here; recording on the page
-      is a separate feature.
+      reply itself), but the page records both sides (``rtkit.recording``): the question as your microphone sent
+      it and the reply as this tab played it (cut where you spoke over it), per turn.
     """
     import numpy as np
 
@@ -261,6 +261,23 @@ async def listen(call: LiveCall) -> Listening:
     from rtkit.audio.sources import HELLO_TEXT, SilenceSource, SpeechSource, load_hello
     from rtkit.audio.speech import speak
 
+    if hasattr(getattr(call, "bridge", None), "fetch_recording"):  # a BrowserCall: its page recorded both sides
+        from rtkit.errors import RtkitError
+        from rtkit.recording import _kept_by_page
+
+        try:
+            heard = (await _kept_by_page(call).fetch()).clips()
+        except RtkitError as exc:
+            return Listening(f"Nothing to replay: the page's recording could not be fetched ({exc.message}).", [])
+        count = {role: sum(c.role == role for c in heard) for role in ("user", "assistant")}
+        seen = {"user": 0, "assistant": 0}
+        labelled: list[tuple[str, np.ndarray]] = []
+        for clip in heard:
+            seen[clip.role] += 1
+            name = "the question" if clip.role == "user" else "the reply"
+            labelled.append((name if count[clip.role] == 1 else f"{name} {seen[clip.role]}", clip.pcm))
+        note = "This tab recorded both sides: your microphone as it was sent, and the reply as it played here."
+        return Listening(note if labelled else "Nothing to replay: this tab heard no spoken turn yet.", labelled)
     source, sink = getattr(call, "source", None), getattr(call, "sink", None)
     if not isinstance(sink, RecorderSink):
         where = "this browser tab" if source is None and sink is None else "the kernel's speaker"

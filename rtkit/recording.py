@@ -12,7 +12,17 @@ it holds what was played, not what arrived.
 
 ``clips()`` cuts it per turn of ``call.conversation``: a user utterance where the server's VAD placed it
 (``audio_start_ms``/``audio_end_ms`` from the first frame sent on that connection), a reply from its first
-to its last voiced frame as played. A ``BrowserCall`` plays and listens in the page: not recorded here yet.
+to its last voiced frame as played.
+
+A ``BrowserCall`` sends and plays in the page, so the page records (``realtime.js``'s ``Recorder``: the
+microphone as sent, muted as silence, and the reply as it went to the speaker, barge-in cuts included, both
+on the page's AudioContext clock, so aligned by construction) and notes where the VAD placed each utterance
+and when each reply played. ``await recording.fetch()`` asks the page for it and fills the same tracks; the
+page's clock is put on the kernel's by the request's round trip. ``fetch()`` is the one async step, a no-op
+for a kernel call, so code written for either call is the same: ``rec = record_audio(call)``, the call,
+``await rec.fetch()``, then ``left``/``right``/``save_wav``/``clips()``. It is a separate step rather than
+part of ``stop()`` because a notebook may look at a recording while the call goes on, and ``stop()`` stays
+the synchronous ending it is for a kernel call. The page keeps the last five minutes of its calls.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -32,7 +42,20 @@ from rtkit.audio.pcm import PCM, REALTIME_RATE
 from rtkit.audio.tap import SinkTap, SourceTap
 from rtkit.errors import ConfigurationError
 
+if TYPE_CHECKING:
+    from rtkit.widgets.page import PageRecording
+
 __all__ = ["AudioRecording", "Clip", "record_audio"]
+
+#: A sample of a reply louder than this (-45 dBFS, the server VAD's default speech level) is sound: a decoded
+#: WebRTC track is rarely all zeros, and Opus rings on for tens of ms after a sound at a lower level.
+_QUIET = 178
+
+
+class _Page(Protocol):
+    """A ``BrowserCall``'s bridge to its page, as far as a recording needs it (``rtkit.widgets.page``)."""
+
+    async def fetch_recording(self, timeout: float) -> PageRecording: ...
 
 
 class _Track:
@@ -92,6 +115,19 @@ class _Track:
     def seconds(self, position: int) -> float:
         return position / (self.rate or REALTIME_RATE)
 
+    @classmethod
+    def whole(cls, pcm: PCM, first: int, last: int | None) -> _Track:
+        """A channel handed over in one piece (24 kHz) whose first sample is at ``first``, cut before ``last``."""
+        if first < 0:
+            pcm, first = pcm[-first:], 0
+        if last is not None:
+            pcm = pcm[: max(0, last - first)]
+        track = cls()
+        track.rate = REALTIME_RATE
+        if pcm.size:
+            track.chunks, track.end, track.runs = [(first, pcm)], first + pcm.size, [first]
+        return track
+
 
 @dataclass(frozen=True)
 class Clip:
@@ -123,17 +159,12 @@ def _write_wav(path: str | PathLike[str], frames: PCM) -> Path:
 
 
 class AudioRecording:
-    """Records a ``RealtimeSession``'s two sides from now on; create it before ``connect()`` to have it all.
+    """Records a call's two sides from now on; create it before ``connect()`` to have it all.
 
-    ``left``/``right`` (24 kHz PCM16, equal length), ``save_wav(path)`` (stereo), ``clips()`` (per turn)."""
+    ``left``/``right`` (24 kHz PCM16, equal length), ``save_wav(path)`` (stereo), ``clips()`` (per turn). For a
+    ``BrowserCall`` the page records: ``await fetch()`` first (and again for more)."""
 
     def __init__(self, call: Any, *, clock: Callable[[], float] = time.monotonic) -> None:
-        if not (hasattr(call, "sink") and hasattr(call, "source")):
-            raise ConfigurationError(
-                f"record_audio records a call whose audio is in the kernel (a RealtimeSession), "
-                f"not a {type(call).__name__}",
-                hint="a BrowserCall's microphone and speaker are in the page; use rtkit.cassette.record for its events",
-            )
         self.call = call
         self._clock = clock
         self._start = clock()
@@ -141,27 +172,56 @@ class AudioRecording:
         self.started_at = time.time()
         self._left = _Track()
         self._right = _Track()
+        #: The page's side (a ``BrowserCall``): its tracks and spans come from the page's hand-over.
+        self._page: _Page | None = None
+        self._page_spans: dict[str, tuple[float, float]] = {}
+        self._stopped_at: float | None = None
+        #: From the oldest audio the page kept rather than from now (``rtkit.lab.listen``, after the turns).
+        self._from_page_start = False
         #: The item the right channel is playing, and each reply's voiced span there (sink samples).
         self._playing: str | None = None
         self._audio_items: dict[str, str] = {}
         self._replies: dict[str, list[int]] = {}
         #: Each user item's VAD span (ms from the start of its connection's input) and that connection.
         self._speech: dict[str, list[int | None]] = {}
-        self._sessions: list[tuple[int, float]] = []  # (index of its first left run, seconds when created)
-        self._runs_seen = 0
+        self._sessions: list[tuple[int, float]] = []  # (index of its first frame sent, seconds when created)
+        #: Each frame sent: (where it starts on the left, its samples at the left's rate). The server's
+        #: ``audio_start_ms`` counts the samples it got, so that is how a connection's offsets are found.
+        self._sent: list[tuple[int, int]] = []
+        #: The first frame the latest connection attempt sent (its transport reads from its ``connecting`` on).
+        self._attempt_from = 0
+        bridge = getattr(call, "bridge", None)
+        if hasattr(bridge, "fetch_recording"):
+            self._page = bridge
+            return
+        if not (hasattr(call, "sink") and hasattr(call, "source")):
+            raise ConfigurationError(
+                f"record_audio records a RealtimeSession or a BrowserCall, not a {type(call).__name__}",
+                hint="use rtkit.cassette.record for a call's events",
+            )
         self._sink = SinkTap(call.sink, self._on_played, self._on_discarded)
         call.sink = self._sink
         self._source: SourceTap | None = None
         if call.source is not None:
             self._source = SourceTap(call.source, self._on_sent)
             call.source = self._source
-        self._unsubscribe: Callable[[], None] | None = call.events.on(self._on_event)
+        subscriptions = [call.events.on(self._on_event), call.states.on(self._on_state)]
+
+        def unsubscribe() -> None:
+            for end in subscriptions:
+                end()
+
+        self._unsubscribe: Callable[[], None] | None = unsubscribe
 
     def _now(self) -> float:
         return self._clock() - self._start
 
     def stop(self) -> None:
-        """Record no more; the session's own sink and source are put back (if nothing was stacked on them)."""
+        """Record no more; the session's own sink and source are put back (if nothing was stacked on them). A
+        browser call's page records on: what it hands over later is cut here."""
+        if self._page is not None:
+            self._stopped_at = self._stopped_at or time.monotonic()
+            return
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -172,7 +232,13 @@ class AudioRecording:
 
     # -- what the taps and events say ------------------------------------------------------
     def _on_sent(self, pcm: PCM, rate: int) -> None:
-        self._left.place(pcm, rate, self._now())
+        _, end = self._left.place(pcm, rate, self._now())
+        size = round(pcm.size * (self._left.rate or rate) / rate)
+        self._sent.append((end - size, size))
+
+    def _on_state(self, change: Any) -> None:
+        if change.state == "connecting":
+            self._attempt_from = len(self._sent)
 
     def _on_played(self, pcm: PCM, rate: int) -> None:
         # It plays after what the sink still holds unplayed (a speaker's queue; nothing for a sink without one).
@@ -192,8 +258,7 @@ class AudioRecording:
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "session.created":
-            self._sessions.append((self._runs_seen, self._now()))
-            self._runs_seen = max(len(self._left.runs), self._runs_seen + 1)
+            self._sessions.append((self._attempt_from, self._now()))
         elif kind == "response.output_audio.delta":  # WebSocket: each delta names its item
             self._playing = str(event.get("item_id"))
         elif kind == "response.content_part.added" and (event.get("part") or {}).get("type") in (
@@ -211,6 +276,44 @@ class AudioRecording:
             span = self._speech.get(str(event.get("item_id")))
             if span is not None:
                 span[2] = event.get("audio_end_ms")
+
+    async def fetch(self, timeout: float = 10.0) -> AudioRecording:
+        """Bring a browser call's recording up to date from its page (within ``timeout`` s); a kernel call's is
+        always up to date (nothing to do). Returns the recording."""
+        if self._page is None:
+            return self
+        self._take(await self._page.fetch_recording(timeout))
+        return self
+
+    def _take(self, got: PageRecording) -> None:
+        """Fill the tracks and turns from the page's hand-over: page time ``t`` is ``t + offset`` on the kernel's
+        ``time.monotonic()``, and the recording's zero is ``_start`` there (or the oldest sample kept)."""
+        offset = got.kernel_offset
+        if self._from_page_start:
+            self._start = got.start + offset
+            self.started_at = time.time() - (time.monotonic() - self._start)
+        zero = self._start - offset  # the recording's zero on the page's clock
+
+        def at(t: float) -> int:
+            return round((t - zero) * REALTIME_RATE)
+
+        last = None if self._stopped_at is None else at(self._stopped_at - offset)
+        self._left = _Track.whole(got.left, at(got.start), last)
+        self._right = _Track.whole(got.right, at(got.start), last)
+        seconds, spans = self.seconds, {}
+        for item_id, (start, end) in got.users.items():  # within what was kept
+            spans[item_id] = (max(0.0, start - zero), min(seconds, seconds if end is None else end - zero))
+        # A reply plays from its first to its last sound within its span (over WebRTC the span has no end: it
+        # runs to the next reply's start, and the track falls silent once the jitter buffer has played out).
+        right = self._right.pcm(seconds)
+        replies = sorted(got.replies.items(), key=lambda kv: kv[1][0])
+        for n, (item_id, (start, end)) in enumerate(replies):
+            until = replies[n + 1][1][0] if n + 1 < len(replies) else zero + seconds
+            a, b = max(0, at(start)), min(right.size, at(until if end is None else min(end, until)))
+            loud = np.flatnonzero(np.abs(right[a:b].astype(np.int32)) > _QUIET) if b > a else np.zeros(0)
+            if loud.size:
+                spans[item_id] = ((a + loud[0]) / REALTIME_RATE, (a + loud[-1] + 1) / REALTIME_RATE)
+        self._page_spans = spans
 
     # -- what was recorded -------------------------------------------------------------------
     @property
@@ -237,13 +340,35 @@ class AudioRecording:
         """Write a stereo 16-bit WAV at 24 kHz (user left, model right) from the recording's start."""
         return _write_wav(path, self.stereo())
 
-    def _origin(self, session: int) -> float | None:
-        """Seconds at which the first frame of connection ``session``'s input was sent."""
+    def _input_at(self, session: int, ms: int) -> float | None:
+        """Where (seconds) connection ``session``'s input was ``ms`` in: that many ms of samples sent from its first
+        frame on, as the server counts them; a frame read late or in a catch-up burst moves on the clock, not in
+        the count (after a reconnection the source's pacer bursts: 70-90 ms off when this went by the clock)."""
         if not 0 <= session < len(self._sessions):
             return None
-        first_run, created = self._sessions[session]
-        runs = self._left.runs
-        return self._left.seconds(runs[first_run]) if first_run < len(runs) else created
+        first, created = self._sessions[session]
+        want, position = round(ms * (self._left.rate or REALTIME_RATE) / 1000), None
+        for start, size in self._sent[first:]:
+            if want < size:
+                return self._left.seconds(start + want)
+            want, position = want - size, start + size
+        return created + ms / 1000 if position is None else self._left.seconds(position + want)
+
+    def _span(self, role: str, item_id: str) -> tuple[float | None, float | None]:
+        """Where an item is heard on the recording (seconds), from the taps and events or the page's word."""
+        if self._page is not None:
+            return self._page_spans.get(item_id, (None, None))
+        if role == "assistant" and item_id in self._replies:
+            first, last = self._replies[item_id]
+            return self._right.seconds(first), self._right.seconds(last)
+        if role == "user" and item_id in self._speech:
+            session, begin, finish = self._speech[item_id]
+            start = None if begin is None else self._input_at(int(session or 0), int(begin))
+            if start is None:
+                return None, None
+            end = None if finish is None else self._input_at(int(session or 0), int(finish))
+            return start, self.seconds if end is None else end
+        return None, None
 
     def clips(self) -> list[Clip]:
         """Each turn heard so far, in the conversation's order: the user's utterances, the replies as played."""
@@ -251,22 +376,13 @@ class AudioRecording:
         clips: list[Clip] = []
         for turn in self.call.conversation.turns:
             for item_id in turn.item_ids.values():
-                start = end = None
-                if turn.role == "assistant" and item_id in self._replies:
-                    first, last = self._replies[item_id]
-                    start, end = self._right.seconds(first), self._right.seconds(last)
-                    source = right
-                elif turn.role == "user" and item_id in self._speech:
-                    session, begin, finish = self._speech[item_id]
-                    origin = self._origin(int(session or 0))
-                    if origin is None or begin is None:
-                        continue
-                    start = origin + begin / 1000
-                    end = origin + finish / 1000 if finish is not None else self.seconds
-                    source = left
+                start, end = self._span(turn.role, item_id)
+                source = right if turn.role == "assistant" else left
                 if start is None or end is None or end <= start:
                     continue
-                a, b = round(start * REALTIME_RATE), round(end * REALTIME_RATE)
+                a, b = max(0, round(start * REALTIME_RATE)), min(source.size, round(end * REALTIME_RATE))
+                if b <= a:  # outside what was recorded (it began after the turn, or was stopped before it)
+                    continue
                 clips.append(
                     Clip(
                         turn.role,
@@ -284,5 +400,17 @@ class AudioRecording:
 
 
 def record_audio(call: Any) -> AudioRecording:
-    """Start recording both sides of ``call`` (a ``RealtimeSession``): ``.save_wav(path)``, ``.clips()``."""
+    """Start recording both sides of ``call`` (a ``RealtimeSession`` or a ``BrowserCall``): ``await .fetch()``
+    (a browser call's page hands its recording over; a no-op for a session), then ``.save_wav(path)``,
+    ``.clips()``."""
     return AudioRecording(call)
+
+
+def _kept_by_page(call: Any) -> AudioRecording:
+    """A browser call's recording from the oldest audio its page kept (``fetch()`` it): what ``rtkit.lab.listen``
+    replays after the turns are over."""
+    recording = AudioRecording(call)
+    if recording._page is None:
+        raise ConfigurationError(f"Not a browser call: {type(call).__name__}", hint="use record_audio(call)")
+    recording._from_page_start = True
+    return recording

@@ -9,11 +9,14 @@
  *                       it cannot be set up the WebSocket); resolves once the server said `session.created`
  *     .measure()        the microphone's and the model's levels;  .readStats()  the WebRTC connection's getStats()
  *     .interrupt()      barge-in: playback stopped, the reply cut to what was played (Playout)
+ *     .recording()      both sides as the page sent and played them, on its AudioContext's clock (Recorder)
  *   openMicrophone()    getUserMedia with echo cancellation; refusals as CallError in plain words
  *   openWebRTC()        microphone track + "oai-events" data channel; the SDP offer POSTed to
  *                       `${baseUrl}/realtime/calls` with the ek_ key, the answer applied
  *   openWebSocket()     the same call over a WebSocket: the key rides in a subprotocol, audio is base64 PCM16
  *   PcmPlayer, captureMicrophone()   that transport's audio, at 24 kHz
+ *   Recorder            the microphone as sent and the reply as played, whatever the transport, and where the
+ *                       server's VAD placed each utterance: what the kernel's record_audio(call) asks for
  *
  * Each transport calls on.event(serverEvent) and on.lost(reason), and returns {name, send(event), close()}.
  * Plain ES2020, no build step.
@@ -114,7 +117,10 @@ export async function openWebRTC({
   pc.onconnectionstatechange = () => {
     clearTimeout(grace);
     const state = pc.connectionState;
-    if (state === "connected") timings.connected_ms = timings.connected_ms || since();
+    if (state === "connected" && !timings.connected_ms) {
+      timings.connected_ms = since();
+      if (on.sending) on.sending(); // the microphone's frames go out from now on
+    }
     if (state === "failed" || state === "closed") on.lost(`the peer connection ${state}`);
     if (state === "disconnected") {
       grace = setTimeout(() => on.lost(`the peer connection stayed disconnected for ${graceMs} ms`), graceMs);
@@ -239,21 +245,49 @@ export class PcmPlayer {
   }
 }
 
-// The microphone goes up as base64 PCM16 in 100 ms chunks, cut on the audio thread.
-const CAPTURE_WORKLET = `
+// On the audio thread, from the context's rate down to 24 kHz: each output sample is the mean of the input
+// samples in its 1/24000 s (a context at 24 kHz passes them through). Both worklets below start with it.
+const TO_24K = `
+class To24k {
+  constructor() { this.step = sampleRate / ${PCM_RATE}; this.sum = 0; this.count = 0; this.seen = 0; this.next = this.step; }
+  push(x) { // one input sample in; out: a PCM16 sample, or null
+    this.sum += x; this.count++; this.seen++;
+    if (this.seen < this.next) return null;
+    this.next += this.step;
+    const y = Math.max(-1, Math.min(1, this.sum / this.count)) * 32767;
+    this.sum = 0; this.count = 0;
+    return y;
+  }
+}`;
+
+// The microphone goes up as base64 PCM16 in 100 ms chunks, cut on the audio thread, each with the context time
+// of its first sample.
+const CAPTURE_CHUNK = PCM_RATE / 10;
+const CAPTURE_WORKLET = `${TO_24K}
 registerProcessor("pcm16-chunks", class extends AudioWorkletProcessor {
-  constructor() { super(); this.chunk = new Int16Array(${PCM_RATE / 10}); this.n = 0; }
+  constructor() { super(); this.to24k = new To24k(); this.chunk = new Int16Array(${CAPTURE_CHUNK}); this.n = 0; this.t = null; }
   process([input]) {
-    for (const x of input[0] || []) {
-      this.chunk[this.n++] = Math.max(-1, Math.min(1, x)) * 32767;
-      if (this.n === this.chunk.length) { this.port.postMessage(this.chunk.slice()); this.n = 0; }
+    const samples = input[0] || [];
+    for (let i = 0; i < samples.length; i++) {
+      if (this.t === null) this.t = (currentFrame + i) / sampleRate;
+      const y = this.to24k.push(samples[i]);
+      if (y === null) continue;
+      this.chunk[this.n++] = y;
+      if (this.n === this.chunk.length) {
+        this.port.postMessage({ pcm: this.chunk.slice(), start: this.t });
+        this.n = 0;
+        this.t = null;
+      }
     }
     return true;
   }
 });`;
 const workletModules = new WeakMap(); // AudioContext -> the promise of its loaded worklet
 
-/** Send `mic` as chunks through `context` (a 24 kHz context resamples for us); resolves to a stop function. */
+/**
+ * Send `mic` as 24 kHz chunks through `context` (the page's, at any rate): `onChunk(base64, start)`, with `start`
+ * the context time of the chunk's first sample. Resolves to a stop function.
+ */
 export async function captureMicrophone(context, mic, onChunk) {
   if (!workletModules.has(context)) {
     const url = URL.createObjectURL(new Blob([CAPTURE_WORKLET], { type: "text/javascript" }));
@@ -265,12 +299,208 @@ export async function captureMicrophone(context, mic, onChunk) {
   const node = new AudioWorkletNode(context, "pcm16-chunks", { numberOfOutputs: 0 });
   node.port.onmessage = ({ data }) => {
     let binary = "";
-    for (const byte of new Uint8Array(data.buffer)) binary += String.fromCharCode(byte);
-    onChunk(btoa(binary));
+    for (const byte of new Uint8Array(data.pcm.buffer)) binary += String.fromCharCode(byte);
+    onChunk(btoa(binary), data.start);
   };
   source.connect(node);
   return () => source.disconnect();
 }
+
+// ---- recording both sides --------------------------------------------------------------------------
+
+// Both sides on the page's AudioContext clock: input 0 is the microphone as sent, input 1 the reply as played.
+// Each is averaged down to 24 kHz PCM16 on the audio thread and posted in 100 ms chunks with the context time of
+// their first sample; {flush: true} posts what is pending at once.
+const RECORDER_WORKLET = `${TO_24K}
+registerProcessor("rtkit-recorder", class extends AudioWorkletProcessor {
+  constructor() {
+    super();
+    this.size = ${PCM_RATE / 10};
+    this.sides = [new To24k(), new To24k()];
+    this.on = false;
+    this.fresh();
+    this.port.onmessage = ({ data }) => {
+      if ("on" in data) this.on = data.on;
+      if (data.flush || data.on === false) this.post();
+      if (data.flush) this.port.postMessage({ flushed: true });
+    };
+  }
+  fresh() {
+    this.left = new Int16Array(this.size); this.right = new Int16Array(this.size); this.n = 0; this.t = null;
+  }
+  post() {
+    if (this.n) this.port.postMessage({ t: this.t, left: this.left.slice(0, this.n), right: this.right.slice(0, this.n) });
+    this.fresh();
+  }
+  process([mic, played]) {
+    if (!this.on) return true;
+    const a = mic[0], b = played[0], frames = (a || b || []).length || 128;
+    for (let i = 0; i < frames; i++) {
+      if (this.t === null) this.t = (currentFrame + i) / sampleRate;
+      const l = this.sides[0].push(a ? a[i] : 0), r = this.sides[1].push(b ? b[i] : 0);
+      if (l === null) continue;
+      this.left[this.n] = l; this.right[this.n] = r;
+      if (++this.n === this.size) this.post();
+    }
+    return true;
+  }
+});`;
+
+const RTP_PACKET_S = 0.02; // Chromium's Opus packets: 20 ms each, sent as they are captured (no DTX)
+const ORIGIN_WINDOW_S = 5; // packet counts taken later may include gaps (a stalled network)
+export const RECORD_KEEP_S = 300; // the page keeps the last five minutes of its calls: 24 kHz stereo, 29 MB
+
+/**
+ * What the page sent and played, on its AudioContext's clock: the microphone as sent (muted: silence) and the
+ * reply as it reached the speaker (a barge-in's cut included), so the two sides are aligned by construction.
+ * It also notes, on that clock, where each connection's input stream began (the server's VAD counts
+ * `audio_start_ms` from its first frame), each user utterance the VAD placed, and each reply item's playback.
+ * `handOver()` gives it all as 24 kHz PCM16 from the oldest sample kept.
+ */
+export class Recorder {
+  constructor(context) {
+    this.context = context;
+    this.chunks = []; //  {t, left, right}: t is the context time of the chunk's first sample
+    this.origins = []; // {t, transport, best}: the first frame each connection sent (best: from getStats)
+    this.users = new Map(); //   item id -> {origin, startMs, endMs}: the user's speech where the VAD placed it
+    this.replies = new Map(); // item id -> {start, end}: each reply item's playback
+    this.mic = this.played = null; // the nodes feeding inputs 0 and 1
+    this.flushes = [];
+    this.node = null;
+    if (!recorderModules.has(context)) {
+      const url = URL.createObjectURL(new Blob([RECORDER_WORKLET], { type: "text/javascript" }));
+      recorderModules.set(context, context.audioWorklet.addModule(url));
+    }
+    this.ready = recorderModules.get(context).then(() => {
+      // Two inputs, no outputs: Chromium runs it without a path to the speakers.
+      this.node = new AudioWorkletNode(context, "rtkit-recorder", { numberOfInputs: 2, numberOfOutputs: 0 });
+      this.node.port.onmessage = ({ data }) => (data.left ? this.keep(data) : this.flushes.shift()?.());
+      if (this.mic) this.mic.connect(this.node, 0, 0);
+      if (this.played) this.played.connect(this.node, 0, 1);
+      this.node.port.postMessage({ on: Boolean(this.mic || this.played) });
+    });
+  }
+
+  /** The reply's node (input 1; null for none). */
+  play(played) {
+    if (played !== this.played) this.connect("played", played, 1);
+  }
+
+  /** The call is over: nothing is sent or played until the next connection's first frame. */
+  pause() {
+    this.connect("mic", null, 0);
+    this.connect("played", null, 1);
+  }
+
+  connect(which, node, input) {
+    if (this[which] && this.node) this[which].disconnect(this.node, 0, input);
+    this[which] = node;
+    if (node && this.node) node.connect(this.node, 0, input);
+    if (this.node) this.node.port.postMessage({ on: Boolean(this.mic || this.played) });
+  }
+
+  keep({ t, left, right }) {
+    this.chunks.push({ t, left, right });
+    const horizon = t - RECORD_KEEP_S;
+    while (this.chunks.length && this.chunks[0].t < horizon) this.chunks.shift();
+  }
+
+  /** The microphone's node (input 0): recorded from now on, as a connection is about to send it. */
+  microphone(mic) {
+    if (mic !== this.mic) this.connect("mic", mic, 0);
+  }
+
+  /** A connection sent its first input frame at `t` on the context's clock (the microphone is recorded). */
+  sending(transport, mic, t = this.context.currentTime) {
+    this.microphone(mic);
+    this.origins.push({ t, transport, best: null });
+  }
+
+  /**
+   * WebRTC: `packets` 20 ms packets had gone out at `t` (getStats). The first frame went out no later than
+   * `t - packets × 20 ms` (and less than a packet before): the latest such bound over the first seconds of the
+   * connection places its input stream better than the moment it connected (measured: 20 to 30 ms earlier).
+   */
+  packetsSent(t, packets) {
+    const origin = this.origins[this.origins.length - 1];
+    if (!origin || origin.transport !== "webrtc" || !packets || t - origin.t > ORIGIN_WINDOW_S) return;
+    origin.best = Math.max(origin.best ?? -Infinity, t - packets * RTP_PACKET_S);
+  }
+
+  /** The server's VAD placed the user's speech at `audio_start_ms`..`audio_end_ms` of the connection's input. */
+  event(event) {
+    const origin = this.origins.length - 1;
+    if (origin < 0) return;
+    if (event.type === "input_audio_buffer.speech_started") {
+      this.users.set(event.item_id, { origin, startMs: event.audio_start_ms, endMs: null });
+    } else if (event.type === "input_audio_buffer.speech_stopped" && this.users.has(event.item_id)) {
+      this.users.get(event.item_id).endMs = event.audio_end_ms;
+    }
+  }
+
+  /**
+   * A reply item plays from `start` to `end`: a WebSocket chunk's schedule, or over WebRTC from the server's
+   * `output_audio_buffer.started` with no end (null: its track's sound ends by itself, the jitter buffer played).
+   */
+  replied(itemId, start, end = null) {
+    const span = this.replies.get(itemId);
+    if (!span) this.replies.set(itemId, { start, end });
+    else if (end !== null && span.end !== null) span.end = Math.max(span.end, end);
+  }
+
+  /** A barge-in stopped playback at `t`: nothing scheduled after it is heard. */
+  cut(t) {
+    for (const span of this.replies.values()) {
+      if (span.end !== null) span.end = Math.min(span.end, Math.max(span.start, t));
+    }
+  }
+
+  /** Everything kept, as one stretch from its oldest sample (gaps as silence): PCM16 at 24 kHz per side. */
+  async handOver() {
+    await this.ready;
+    await new Promise((resolve) => {
+      this.flushes.push(resolve);
+      this.node.port.postMessage({ flush: true });
+      setTimeout(resolve, 500); // a suspended context renders nothing: hand over what was posted
+    });
+    const start = this.chunks.length ? this.chunks[0].t : this.context.currentTime;
+    const last = this.chunks[this.chunks.length - 1];
+    const samples = last ? Math.round((last.t - start) * PCM_RATE) + last.left.length : 0;
+    const left = new Int16Array(samples);
+    const right = new Int16Array(samples);
+    for (const chunk of this.chunks) {
+      const at = Math.round((chunk.t - start) * PCM_RATE);
+      const n = Math.min(chunk.left.length, samples - at);
+      left.set(chunk.left.subarray(0, n), at);
+      right.set(chunk.right.subarray(0, n), at);
+    }
+    const origins = this.origins.map(({ t, transport, best }) => ({ t: best ?? t, transport }));
+    const users = [...this.users].map(([item_id, { origin, startMs, endMs }]) => ({
+      item_id,
+      start: origins[origin].t + startMs / 1000,
+      end: endMs === null ? null : origins[origin].t + endMs / 1000,
+    }));
+    return {
+      rate: PCM_RATE,
+      start,
+      now: this.context.currentTime,
+      // What was rendered reaches the speaker this much later (a barge-in's played_ms counts to the ear).
+      outputLatency: this.context.outputLatency || 0,
+      origins,
+      users,
+      replies: [...this.replies].map(([item_id, { start, end }]) => ({ item_id, start, end })),
+      left,
+      right,
+    };
+  }
+
+  close() {
+    this.pause();
+    if (this.node) this.node.port.onmessage = null;
+    this.flushes.splice(0).forEach((resolve) => resolve());
+  }
+}
+const recorderModules = new WeakMap(); // AudioContext -> the promise of its loaded recorder worklet
 
 // ---- the call a page makes -------------------------------------------------------------------------
 
@@ -301,13 +531,13 @@ export class PageCall {
     this.generation = 0; //    bumped by each open and hang-up: an older attempt's call is closed, its events dropped
     this.mic = null; //        the microphone's MediaStream, kept across reconnections
     this.muted = false;
-    this.audio = null; //      the AudioContext behind the meters (and WebRTC playback's clock)
-    this.pcmAudio = null; //   a 24 kHz context for the WebSocket transport's capture and playback
+    this.audio = null; //      the AudioContext behind meters, capture, playback and the recorder: the page's clock
     this.pcmPlayer = null;
     this.meters = {}; //       direction -> {source, analyser, samples}
     this.stats = null; //      the latest readStats()
     this.rawStats = null;
     this.transcript = "";
+    this.recorder = null; //   both sides of the calls, from the first (see Recorder)
     this.playout = new Playout(); // what is playing of the model's reply, for barge-in
     // Detached, but playing: Chromium's Web Audio reads a remote WebRTC stream only while a media element plays it.
     this.player = new Audio();
@@ -370,6 +600,8 @@ export class PageCall {
         : new CallError("network_lost", `The session did not start within ${timeoutMs / 1000} s.`);
     const timer = setTimeout(() => settle.reject(tooLate), timeoutMs);
     const on = {
+      // The connection's first input frame: where the server's input stream (and its VAD's clock) begins.
+      sending: (t) => current() && this.recorder.sending(kind, this.meters.input && this.meters.input.source, t),
       event: (event) => {
         if (event.type === "session.created" && !started) {
           started = true;
@@ -403,7 +635,15 @@ export class PageCall {
           model,
           key,
           on,
-          capture: (onChunk) => captureMicrophone(this.pcm(), this.mic, onChunk),
+          capture: (onChunk) => {
+            let first = true;
+            if (current()) this.recorder.microphone(this.meters.input && this.meters.input.source); // before it sends
+            return captureMicrophone(this.context(), this.mic, (audio, start) => {
+              if (first) on.sending(start); // the input stream's first sample, on the recorder's clock
+              first = false;
+              onChunk(audio);
+            });
+          },
           onAudio: (base64, event) => current() && this.playPcm(base64, event),
         });
       }
@@ -429,6 +669,7 @@ export class PageCall {
     this.conn = null; // first, so that the transport's own close events are not taken for a lost line
     if (conn) conn.close();
     this.stopPlayback();
+    if (this.recorder) this.recorder.pause();
     this.playout = new Playout();
     this.player.srcObject = null;
     this.unmeter("output");
@@ -439,8 +680,9 @@ export class PageCall {
   /** Hang up, free the microphone and the audio contexts: the page is done with calls. */
   close() {
     this.hangUp({ release: true });
-    for (const ctx of [this.audio, this.pcmAudio]) if (ctx) ctx.close();
-    this.audio = this.pcmAudio = this.pcmPlayer = null;
+    if (this.recorder) this.recorder.close();
+    if (this.audio) this.audio.close();
+    this.audio = this.pcmPlayer = this.recorder = null;
   }
 
   /** One client event on the open call; false when there is none. */
@@ -455,6 +697,11 @@ export class PageCall {
     else if (event.type === "response.output_audio_transcript.delta") this.setTranscript(this.transcript + event.delta);
     else if (event.type === "response.output_audio_transcript.done") this.setTranscript(event.transcript);
     this.playout.event(event, this.clock());
+    if (this.recorder) {
+      this.recorder.event(event);
+      const p = this.playout.playing;
+      if (event.type === "output_audio_buffer.started" && p) this.recorder.replied(p.itemId, this.audio.currentTime);
+    }
     this.onEvent(event);
     if (event.type === "input_audio_buffer.speech_started" && this.bargeIn) this.interrupt();
   }
@@ -484,12 +731,13 @@ export class PageCall {
       // What left the server at `started` reaches the ear after the jitter buffer's delay.
       now = this.clock() - ((this.stats && this.stats.jitter_buffer_ms) || 0) / 1000;
     } else {
-      if (!this.pcmAudio) return null;
-      now = this.pcmAudio.currentTime - (this.pcmAudio.outputLatency || 0);
+      if (!this.audio) return null;
+      now = this.audio.currentTime - (this.audio.outputLatency || 0);
     }
     const cut = this.playout.interrupt(now);
     if (!cut) return null;
     this.stopPlayback();
+    if (conn.name !== "webrtc" && this.recorder) this.recorder.cut(this.audio.currentTime); // stopped there
     if (conn.name === "webrtc") conn.send({ type: "output_audio_buffer.clear" });
     let cancelled = false;
     let truncated = false;
@@ -525,17 +773,10 @@ export class PageCall {
     return this.audio;
   }
 
-  /** The WebSocket carries 24 kHz PCM: a 24 kHz context lets the browser resample the microphone for us. */
-  pcm() {
-    this.pcmAudio = this.pcmAudio || new AudioContext({ sampleRate: PCM_RATE });
-    this.pcmAudio.resume();
-    return this.pcmAudio;
-  }
-
   /** On a click (the user gesture browsers ask for before they play sound): resolves once the audio runs. */
   resumeAudio() {
     if (this.player.srcObject) this.player.play().catch(() => {});
-    return Promise.all([this.context(), this.pcmAudio].filter(Boolean).map((ctx) => ctx.resume()));
+    return this.context().resume();
   }
 
   async openMicrophone() {
@@ -544,6 +785,7 @@ export class PageCall {
     this.mic = await openMicrophone(this.retry);
     this.mute(this.muted);
     this.meter(this.audio.createMediaStreamSource(this.mic), "input");
+    this.recorder = this.recorder || new Recorder(this.audio);
   }
 
   /** Stops the tracks, which turns the browser's recording light off. */
@@ -601,16 +843,26 @@ export class PageCall {
         message: "The browser holds the reply's sound until you click on the page: click the widget to hear it.",
       });
     });
-    this.meter(this.context().createMediaStreamSource(stream), "output");
+    const source = this.context().createMediaStreamSource(stream);
+    this.meter(source, "output");
+    this.recorder.play(source); // what the <audio> element plays, on the page's clock
   }
 
-  // WebSocket: the model's voice arrives as base64 PCM16 chunks, queued back to back on a 24 kHz context.
+  // WebSocket: the model's voice arrives as base64 PCM16 chunks (24 kHz buffers), queued back to back on the
+  // page's context, whose clock the playout and the recorder keep.
   playPcm(base64, event) {
     if (this.playout.silenced.has(event.item_id)) return; // the rest of a reply the user interrupted
-    this.pcmPlayer = this.pcmPlayer || new PcmPlayer(this.pcm());
+    this.pcmPlayer = this.pcmPlayer || new PcmPlayer(this.context());
     if (!this.meters.output) this.meter(this.pcmPlayer.output, "output");
+    if (this.recorder) this.recorder.play(this.pcmPlayer.output);
     const { start, end } = this.pcmPlayer.play(base64);
     this.playout.scheduled(event, start, end);
+    if (this.recorder) this.recorder.replied(event.item_id, start, end);
+  }
+
+  /** Both sides of the page's calls so far (see Recorder.handOver); null before the microphone was opened. */
+  recording() {
+    return this.recorder ? this.recorder.handOver() : Promise.resolve(null);
   }
 
   stopPlayback() {
@@ -638,11 +890,16 @@ export class PageCall {
         raw.emitted = s.jitterBufferEmittedCount;
       } else if (s.type === "outbound-rtp" && s.kind === "audio") {
         stats.packets_sent = s.packetsSent;
+        raw.sentAt = s.timestamp;
       } else if (s.type === "media-source" && s.kind === "audio") {
         stats.input_audio_level = s.audioLevel;
       }
     });
     if (pc !== (this.conn && this.conn.pc)) return null; // hung up while getStats ran
+    if (this.recorder && raw.sentAt != null) {
+      // The reading's time (performance.now()'s clock) on the page's audio clock.
+      this.recorder.packetsSent(this.audio.currentTime - (performance.now() - raw.sentAt) / 1000, stats.packets_sent);
+    }
     // jitterBufferDelay is a running total of seconds over every emitted sample: the mean over the last
     // second is the difference of two readings.
     const emitted = (raw.emitted || 0) - (previous.emitted || 0);
@@ -660,7 +917,7 @@ export class PageCall {
  * seconds on the playback's clock. What arrived is not what was heard: a WebSocket reply arrives faster than
  * it plays, and the API cuts its transcript where the client says (`conversation.item.truncate`).
  * Over WebRTC a response's audio item plays from `output_audio_buffer.started` to `stopped`/`cleared`; over the
- * WebSocket each delta names its item and is scheduled on the 24 kHz context.
+ * WebSocket each delta names its item and is scheduled on the page's context.
  */
 class Playout {
   constructor() {

@@ -5,6 +5,7 @@
 * ``PageBridge``: the message protocol with the page that makes the calls: which page that is, an attempt and
   the page's answer, a microphone probe, and what the page reports. ``WidgetBridge`` carries it over the
   widget's custom messages; a test carries it over a list.
+* ``PageRecording``: what the page recorded of its calls (both sides, on its own clock), handed over when asked.
 * ``PageTransport``: one call the page made with one key, as a ``Transport``, so that the browser call opens,
   sends and hangs up as the kernel's session does.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import anywidget
+import numpy as np
 import traitlets
 
 from rtkit.audio.base import AudioSource
@@ -32,7 +35,15 @@ from rtkit.errors import ConfigurationError, MicrophoneUnavailableError, Network
 from rtkit.tokens import OPENAI_BASE_URL
 from rtkit.transports.base import ClosedHandler, ConnectTimings, EventHandler, Transport, TransportCallbacks, refusal
 
-__all__ = ["BrowserCallWidget", "PageBridge", "PageCallbacks", "PageTransport", "WidgetBridge", "page_error"]
+__all__ = [
+    "BrowserCallWidget",
+    "PageBridge",
+    "PageCallbacks",
+    "PageRecording",
+    "PageTransport",
+    "WidgetBridge",
+    "page_error",
+]
 
 log = logging.getLogger("rtkit.widgets.page")
 
@@ -86,6 +97,61 @@ class PageCallbacks:
     on_action: Callable[[str], None]
 
 
+Span = tuple[float, float | None]
+
+
+@dataclass(frozen=True)
+class PageRecording:
+    """The page's recording of its calls (realtime.js's ``Recorder``), all on its AudioContext's clock (seconds):
+    the microphone as sent (``left``) and the reply as played (``right``), 24 kHz PCM16 from ``start``; where each
+    connection's input began (``origins``), the user's speech where the server's VAD placed it (``users``) and
+    each reply item's playback (``replies``; an end of ``None``: until its sound stops). ``page_now`` is the page's
+    clock when it answered, between the kernel's ``time.monotonic()`` ``asked_at`` and ``received_at``."""
+
+    start: float
+    left: PCM
+    right: PCM
+    origins: list[float]
+    users: dict[str, Span]
+    replies: dict[str, Span]
+    page_now: float
+    asked_at: float
+    received_at: float
+    #: The page's ``AudioContext.outputLatency``: what was played reaches the ear this much later.
+    output_latency: float = 0.0
+
+    @property
+    def kernel_offset(self) -> float:
+        """Add it to a page time for the kernel's ``time.monotonic()``: the page answered mid round trip, within
+        half of it (a few ms through the Jupyter server on one machine)."""
+        return (self.asked_at + self.received_at) / 2 - self.page_now
+
+    @classmethod
+    def from_page(cls, content: dict[str, Any], buffers: list[Any], asked_at: float) -> PageRecording:
+        pcm = [np.frombuffer(bytes(b), dtype="<i2").astype(np.int16) for b in buffers[:2]]
+        while len(pcm) < 2:
+            pcm.append(np.zeros(0, dtype=np.int16))
+
+        def spans(raw: Any) -> dict[str, Span]:
+            return {
+                str(s["item_id"]): (float(s["start"]), None if s.get("end") is None else float(s["end"]))
+                for s in raw or []
+            }
+
+        return cls(
+            start=float(content.get("start") or 0.0),
+            left=pcm[0],
+            right=pcm[1],
+            origins=[float(o["t"]) for o in content.get("origins") or []],
+            users=spans(content.get("users")),
+            replies=spans(content.get("replies")),
+            page_now=float(content.get("now") or 0.0),
+            asked_at=asked_at,
+            received_at=time.monotonic(),
+            output_latency=float(content.get("outputLatency") or 0.0),
+        )
+
+
 def page_error(report: dict[str, Any]) -> RtkitError:
     """The error for the page's ``failed`` (or microphone) report: an HTTP refusal of ``POST /calls`` is mapped
     exactly as the kernel's transports map theirs; the page names its other failures with rtkit's own codes
@@ -118,6 +184,7 @@ class PageBridge(ABC):
         #: The page's latest call, opening or open: its events and its loss go there.
         self._call: PageTransport | None = None
         self._probes: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._recordings: dict[int, asyncio.Future[tuple[dict[str, Any], list[Any]]]] = {}
 
     def attach(self, callbacks: PageCallbacks) -> None:
         self._callbacks = callbacks
@@ -197,18 +264,42 @@ class PageBridge(ABC):
         if not report.get("ok"):
             raise page_error(report)
 
+    async def fetch_recording(self, timeout: float) -> PageRecording:
+        """Ask the page for what it recorded of its calls (it keeps the last minutes; see realtime.js's
+        ``Recorder``): ``ConfigurationError`` without a page, ``NetworkLostError`` if it does not answer."""
+        if self.frontend is None:
+            raise ConfigurationError(
+                "No browser page is showing this call: its recording is in the page.",
+                hint="display the call (end a cell with `call`) in the tab that made it",
+            )
+        request = max(self._recordings, default=0) + 1
+        future: asyncio.Future[tuple[dict[str, Any], list[Any]]] = asyncio.get_running_loop().create_future()
+        self._recordings[request] = future
+        asked_at = time.monotonic()
+        self.post({"kind": "recording", "request": request, "frontend": self.frontend})
+        try:
+            content, buffers = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise NetworkLostError(
+                f"The browser did not hand its recording over within {timeout:g} s.",
+                hint="is the notebook tab that made the call still open?",
+            ) from None
+        finally:
+            self._recordings.pop(request, None)
+        return PageRecording.from_page(content, buffers, asked_at)
+
     # -- from the page ----------------------------------------------------------------------
-    def receive(self, content: Any) -> None:
+    def receive(self, content: Any, buffers: list[Any] | None = None) -> None:
         """One message from the page. JupyterLab 4.4+ may deliver widget messages on a kernel *subshell*: another
         thread, with its own event loop. The futures, the key provider's HTTP client and the plots' timers all
         belong to the loop the notebook's cells run on, so the message is handled there."""
         loop = self.loop
         if loop is not None and not loop.is_closed() and _running_loop() is not loop:
-            loop.call_soon_threadsafe(self._handle, content)
+            loop.call_soon_threadsafe(self._handle, content, buffers or [])
         else:
-            self._handle(content)
+            self._handle(content, buffers or [])
 
-    def _handle(self, content: Any) -> None:
+    def _handle(self, content: Any, buffers: list[Any]) -> None:
         if not isinstance(content, dict):
             return
         kind = content.get("kind")
@@ -230,6 +321,10 @@ class PageBridge(ABC):
             future = self._probes.get(content.get("probe", -1))
             if future is not None and not future.done():
                 future.set_result(content)
+        elif kind == "recording":
+            answer = self._recordings.get(content.get("request", -1))
+            if answer is not None and not answer.done():
+                answer.set_result((content, buffers))
         elif kind == "bye":
             self.frontend = None
             if call is not None:
@@ -275,8 +370,9 @@ class WidgetBridge(PageBridge):
         self.widget = widget
         widget.on_msg(self._on_msg)
 
-    def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        self.receive(content)
+    def _on_msg(self, _widget: Any, content: Any, buffers: Any) -> None:
+        # ipykernel hands a message's binary buffers over as memoryviews (the page's recording comes that way).
+        self.receive(content, list(buffers or []))
 
     def post(self, message: dict[str, Any]) -> None:
         self.widget.send(message)

@@ -16,12 +16,14 @@
  * PageTransport there), owned by rtkit.widgets.BrowserCall together with the widget that draws this card.
  *
  * Messages from the kernel: {kind: "open", attempt, frontend, key, transport}, {kind: "send", event},
- *   {kind: "hangup", attempt?, frontend?}, {kind: "probe_microphone", probe}.
+ *   {kind: "hangup", attempt?, frontend?}, {kind: "probe_microphone", probe}, {kind: "recording", request}.
  * Messages to the kernel (each carries `frontend`, this page's id): hello {webrtc, origin}, bye, event {event},
  *   levels {levels: [{direction, rms, peak, ms}]}, stats {stats}, opened {attempt, transport, timings},
  *   failed {attempt, code, message, hint?, status?, body?, retryAfter?}, lost {attempt, reason},
  *   notice {type, message, ...}, action {action: "connect" | "disconnect"} (the widget's buttons),
- *   microphone {probe, ok, code?, message?, hint?}.
+ *   microphone {probe, ok, code?, message?, hint?},
+ *   recording {request, rate, start, now, outputLatency, origins, users, replies}
+ *   with two binary buffers (the microphone as sent and the reply as played, PCM16: see realtime.js's Recorder).
  *
  * The call belongs to the widget's *model* (anywidget's `initialize`), not to a view: showing the widget
  * twice does not open two calls, and a call survives its output cell being cleared. Plain ES2020.
@@ -110,6 +112,7 @@ class KernelCall extends EventTarget {
     if (msg.kind === "open") this.open(msg);
     else if (msg.kind === "send") this.send(msg.event);
     else if (msg.kind === "probe_microphone") this.probeMicrophone(msg.probe);
+    else if (msg.kind === "recording") this.handOverRecording(msg.request);
     else if (msg.kind === "hangup" && (!msg.attempt || msg.attempt === this.attempt)) {
       this.attempt = 0; // an attempt still under way sees this and closes what it opened
       this.hangUp({ release: !msg.attempt }); // a full hang-up also releases the microphone
@@ -165,6 +168,14 @@ class KernelCall extends EventTarget {
       const report = err instanceof CallError ? err.report() : { code: "microphone_unavailable", message: String(err) };
       this.tell({ kind: "microphone", probe, ok: false, ...report });
     }
+  }
+
+  /** The page's recording, as anywidget's binary buffers rather than base64 in the JSON (a minute is 5.8 MB). */
+  async handOverRecording(request) {
+    const r = await this.call.recording();
+    if (!r) return this.tell({ kind: "recording", request, rate: 24000, start: 0, now: 0, origins: [], users: [], replies: [] });
+    const { left, right, ...meta } = r;
+    this.model.send({ kind: "recording", request, frontend: this.id, ...meta }, undefined, [left.buffer, right.buffer]);
   }
 
   /** Twenty times a second: RMS and peak per direction, in dBFS, to the kernel; peaks to the views' bars. */
