@@ -224,6 +224,14 @@ def _mp3(pcm: np.ndarray, rate: int, kbps: int = 48) -> bytes:
     return buffer.getvalue()
 
 
+def _tone_of(source: Any) -> np.ndarray:
+    """The tone a ``ToneSource`` plays (its first ten seconds if it plays for ever)."""
+    from rtkit.audio.pcm import tone
+
+    seconds = source.seconds if source.seconds is not None else 10.0
+    return tone(seconds, frequency=source.frequency, amplitude=source.amplitude, rate=source.sample_rate)
+
+
 def _voiced_spans(pcm: np.ndarray, rate: int, gap_s: float = 1.0, pad_s: float = 0.1) -> list[tuple[int, int]]:
     """Sample ranges of ``pcm`` louder than ``VOICED_DBFS`` (20 ms frames), joined across pauses under
     ``gap_s`` and padded by ``pad_s`` each side."""
@@ -257,8 +265,9 @@ async def listen(call: LiveCall) -> Listening:
     """
     import numpy as np
 
+    from rtkit.audio.media import resample
     from rtkit.audio.sinks import RecorderSink
-    from rtkit.audio.sources import HELLO_TEXT, SilenceSource, SpeechSource, load_hello
+    from rtkit.audio.sources import HELLO_TEXT, PcmSource, SilenceSource, SpeechSource, ToneSource, load_hello
     from rtkit.audio.speech import speak
 
     if hasattr(getattr(call, "bridge", None), "fetch_recording"):  # a BrowserCall: its page recorded both sides
@@ -286,7 +295,7 @@ async def listen(call: LiveCall) -> Listening:
             f"(RTKIT_AUDIO={audio_side()}).",
             [],
         )
-    clips: list[tuple[str, np.ndarray]] = []
+    questions: list[np.ndarray] = []
     rate = sink.sample_rate
     if isinstance(source, SpeechSource) and source.engine is not None:
         text = source.text
@@ -296,16 +305,32 @@ async def listen(call: LiveCall) -> Listening:
         else:  # no espeak-ng here: the source played the shipped recording, whatever its text
             question, voice, text = load_hello(rate), "the kit's shipped recording", HELLO_TEXT
         note = f"The kit played a recorded sentence ({voice}): “{text}” (RTKIT_AUDIO=recorded: nobody spoke)."
-        clips.append(("the question (what the kit played)", np.asarray(question, dtype=np.int16)))
+        questions.append(np.asarray(question, dtype=np.int16))
     elif isinstance(source, SilenceSource):
         note = "The kit sent silence (this call's turns are text); here is what the model said."
+    elif isinstance(source, (PcmSource, ToneSource)):
+        # What the kit played, one clip per stretch of sound in it (lesson 5's three tones are three questions).
+        played = source.pcm if isinstance(source, PcmSource) else _tone_of(source)
+        played = resample(played, source.sample_rate, rate) if source.sample_rate != rate else played
+        questions = [played[a:b] for a, b in _voiced_spans(played, rate)]
+        note = "The kit played the lesson's sound (RTKIT_AUDIO=recorded: nobody spoke): what it played, and the reply."
     else:
         note = "The kit played the lesson's recording; here is what the model said."
     # The recorder holds the whole call, silences included (a WebRTC track never stops): each reply is a
     # stretch of speech, and turns are apart by more than a second of silence.
     spans = _voiced_spans(sink.pcm, rate)
-    replies = len([t for t in call.metrics.turns if t.reply_seconds])
-    for n, (start, end) in enumerate(spans, 1):
-        label = f"reply {n}" if len(spans) == replies else f"what the model said, part {n}"
-        clips.append((label, sink.pcm[start:end]))
+    turns = len([t for t in call.metrics.turns if t.reply_seconds])
+    replies = [sink.pcm[start:end] for start, end in spans]
+    clips: list[tuple[str, np.ndarray]] = []
+    if len(questions) == len(replies) == turns:  # one question and its reply, turn by turn
+        for n, (asked, said) in enumerate(zip(questions, replies, strict=True), 1):
+            suffix = f" {n}" if turns > 1 else ""
+            clips += [(f"the question{suffix} (what the kit played)", asked), (f"reply{suffix}", said)]
+        return Listening(note, clips, rate)
+    clips += [
+        (f"the question{f' {n}' if len(questions) > 1 else ''} (what the kit played)", q)
+        for n, q in enumerate(questions, 1)
+    ]
+    for n, said in enumerate(replies, 1):
+        clips.append((f"reply {n}" if len(replies) == turns else f"what the model said, part {n}", said))
     return Listening(note, clips, rate)

@@ -136,6 +136,11 @@ class PcmSource(_PacedSource):
         self._position = 0
 
     @property
+    def pcm(self) -> PCM:
+        """The audio it plays (after its lead), as mono PCM16 at ``sample_rate``."""
+        return self._pcm
+
+    @property
     def duration(self) -> float:
         """Seconds of audio in one pass, lead included."""
         return (self._lead + self._pcm.size) / self.sample_rate

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 
 from rtkit.audio.pcm import tone
@@ -81,11 +83,34 @@ async def test_listen_plays_back_the_recorded_question_and_each_reply(backend: L
     await call.disconnect()
     heard = await listen(call)
     assert heard.note.startswith("The kit played a recorded sentence") and source.text in heard.note
-    assert [label for label, _ in heard.clips] == ["the question (what the kit played)", "reply 1"]
+    assert [label for label, _ in heard.clips] == ["the question (what the kit played)", "reply"]
     question, reply = (pcm.size / 24_000 for _, pcm in heard.clips)
     assert abs(reply - question) < 1.0  # the emulator echoes what it heard
     page = heard._repr_html_()
     assert page.count("<audio controls") == 2 and "data:audio/mpeg;base64," in page
+
+
+async def test_listen_pairs_each_tone_the_kit_played_with_its_reply_turn_by_turn(backend: LabBackend) -> None:
+    """Lesson 5's case: a ``PcmSource`` of two tones apart by more than the VAD's window is two questions."""
+    pause = np.zeros(int(1.6 * 24_000), dtype=np.int16)
+    source = PcmSource(np.concatenate([tone(0.5), pause, tone(0.5, frequency=660.0), pause]), 24_000, 0.3)
+    vad = {"type": "server_vad", "silence_duration_ms": 300}
+    call = backend.call({"audio": {"input": {"turn_detection": vad}}}, source=source, transport="webrtc")
+    await call.connect()
+    await call.metrics.wait_for_turns(2, timeout=30)
+    await asyncio.sleep(1.0)  # the second reply plays out
+    await call.disconnect()
+    heard = await listen(call)
+    labels = [label for label, _ in heard.clips]
+    assert labels == [
+        "the question 1 (what the kit played)",
+        "reply 1",
+        "the question 2 (what the kit played)",
+        "reply 2",
+    ], labels
+    assert "nobody spoke" in heard.note
+    asked = [pcm.size / 24_000 for label, pcm in heard.clips if label.startswith("the question")]
+    assert all(0.55 <= seconds <= 0.75 for seconds in asked), asked  # each tone, padded up to 0.1 s each side
 
 
 async def test_listen_says_there_is_nothing_to_replay_when_the_audio_played_live(
