@@ -17,10 +17,8 @@ switch cells that need one backend with ``backend.only_on("emulator", why)``, an
 
 from __future__ import annotations
 
-import base64
 import html
 import importlib.util
-import io
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -195,33 +193,11 @@ class Listening:
     sample_rate: int = 24_000
 
     def _repr_html_(self) -> str:
+        from rtkit.audio.mp3 import audio_player
+
         parts = [f"<p>{html.escape(self.note)}</p>"]
-        for label, pcm in self.clips:
-            seconds = pcm.size / self.sample_rate
-            data = base64.b64encode(_mp3(pcm, self.sample_rate)).decode("ascii")
-            player = f"<audio controls preload='none' src='data:audio/mpeg;base64,{data}'></audio>"
-            parts.append(f"<div><b>{html.escape(label)}</b> ({seconds:.1f} s)<br>{player}</div>")
+        parts += [audio_player(pcm, self.sample_rate, label) for label, pcm in self.clips]
         return "".join(parts)
-
-
-def _mp3(pcm: np.ndarray, rate: int, kbps: int = 48) -> bytes:
-    """Mono int16 PCM as MP3: a saved notebook keeps a few kilobytes per clip, not a WAV's 48 KB a second, and
-    every browser plays it."""
-    import av
-    import numpy as np
-
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp3") as container:
-        stream = container.add_stream("libmp3lame", rate=rate)
-        stream.bit_rate = kbps * 1000
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(np.asarray(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buffer.getvalue()
 
 
 def _tone_of(source: Any) -> np.ndarray:

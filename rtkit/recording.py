@@ -340,6 +340,21 @@ class AudioRecording:
         """Write a stereo 16-bit WAV at 24 kHz (user left, model right) from the recording's start."""
         return _write_wav(path, self.stereo())
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the whole call as one stereo player (headphones: you left, the model right), then one
+        player per turn; MP3 inline, so a saved notebook keeps them at a few KB a second."""
+        from rtkit.audio.mp3 import audio_player
+
+        if self.seconds == 0:
+            return "<p>Nothing recorded yet (a browser call's page hands its audio over on <code>fetch()</code>).</p>"
+        parts = [audio_player(self.stereo(), REALTIME_RATE, "the whole call: you on the left, the model on the right")]
+        for clip in self.clips():
+            who = "you" if clip.role == "user" else "the model"
+            cut = f", cut at {clip.truncated_ms} ms" if clip.truncated_ms is not None else ""
+            label = f"{who}, {clip.start:.1f}–{clip.end:.1f} s{cut}"
+            parts.append(audio_player(clip.pcm, REALTIME_RATE, label))
+        return "".join(parts)
+
     def _input_at(self, session: int, ms: int) -> float | None:
         """Where (seconds) connection ``session``'s input was ``ms`` in: that many ms of samples sent from its first
         frame on, as the server counts them; a frame read late or in a catch-up burst moves on the clock, not in

@@ -142,6 +142,8 @@ async def test_the_stereo_wav_holds_the_users_words_left_and_the_reply_right_whe
     assert abs(reply.start - reply_on) <= FRAME_S and abs(reply.end - reply.start - 1.0) <= slack, reply
     assert reply.truncated_ms is None and onset(reply.pcm) is not None
     assert reply.save_wav(tmp_path / "reply.wav").stat().st_size > 44
+    # In a notebook: the whole call as one stereo player, then one per clip.
+    assert rec._repr_html_().count("<audio controls") == 3 and "you on the left" in rec._repr_html_()
 
 
 async def test_a_barge_ins_reply_on_the_right_is_cut_where_playback_stopped() -> None:
