@@ -315,6 +315,10 @@ async def test_every_transcription_field_of_the_sdk_is_accepted_and_echoed(conn:
 
 async def test_mcp_items_are_added_stored_and_echoed(conn: Conn) -> None:
     await update(conn, tools=[MCP_SERVER], tool_choice={"type": "mcp", "server_label": "docs"})
+    # Configuring the server starts the emulator's own listing of its tools (an mcp_list_tools item, failed here:
+    # no network): wait for it to end, or under load its item.done would be taken for the first added below.
+    while (await conn.until("conversation.item.done"))["item"]["type"] != "mcp_list_tools":
+        pass
     items: list[dict[str, Any]] = [
         {
             "type": "mcp_list_tools",
