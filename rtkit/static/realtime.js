@@ -119,7 +119,7 @@ export async function openWebRTC({
     const state = pc.connectionState;
     if (state === "connected" && !timings.connected_ms) {
       timings.connected_ms = since();
-      if (on.sending) on.sending(); // the microphone's frames go out from now on
+      if (on.sending) on.sending(undefined, pc); // the microphone's frames go out from now on
     }
     if (state === "failed" || state === "closed") on.lost(`the peer connection ${state}`);
     if (state === "disconnected") {
@@ -265,28 +265,37 @@ class To24k {
 const CAPTURE_CHUNK = PCM_RATE / 10;
 const CAPTURE_WORKLET = `${TO_24K}
 registerProcessor("pcm16-chunks", class extends AudioWorkletProcessor {
-  constructor() { super(); this.to24k = new To24k(); this.chunk = new Int16Array(${CAPTURE_CHUNK}); this.n = 0; this.t = null; }
-  process([input]) {
-    const samples = input[0] || [];
-    for (let i = 0; i < samples.length; i++) {
-      if (this.t === null) this.t = (currentFrame + i) / sampleRate;
-      const y = this.to24k.push(samples[i]);
-      if (y === null) continue;
-      this.chunk[this.n++] = y;
-      if (this.n === this.chunk.length) {
-        this.port.postMessage({ pcm: this.chunk.slice(), start: this.t });
-        this.n = 0;
-        this.t = null;
-      }
+  constructor() { super(); this.to24k = new To24k(); this.chunk = new Int16Array(${CAPTURE_CHUNK}); this.n = 0; this.t = null; this.frame = null; }
+  push(x, frame) {
+    if (this.t === null) this.t = frame / sampleRate;
+    const y = this.to24k.push(x);
+    if (y === null) return;
+    this.chunk[this.n++] = y;
+    if (this.n === this.chunk.length) {
+      this.port.postMessage({ pcm: this.chunk.slice(), start: this.t });
+      this.n = 0;
+      this.t = null;
     }
+  }
+  process([input]) {
+    // The server counts samples, the recorder places them by the context's clock: a quantum without input (the
+    // track muted or just connected) or one this node was not asked to render is sent as silence, else the
+    // server's input stream fell 10 or 20 ms behind the page's clock.
+    if (this.frame !== null) for (let f = this.frame; f < currentFrame; f++) this.push(0, f);
+    const samples = input[0] || this.silence || (this.silence = new Float32Array(128));
+    for (let i = 0; i < samples.length; i++) this.push(samples[i], currentFrame + i);
+    this.frame = currentFrame + samples.length;
     return true;
   }
 });`;
 const workletModules = new WeakMap(); // AudioContext -> the promise of its loaded worklet
 
 /**
- * Send `mic` as 24 kHz chunks through `context` (the page's, at any rate): `onChunk(base64, start)`, with `start`
- * the context time of the chunk's first sample. Resolves to a stop function.
+ * Send `mic` (a MediaStream, or the page's node of it) as 24 kHz chunks through `context` (the page's, at any
+ * rate): `onChunk(base64, start)`, with `start` the context time of the chunk's first sample. Resolves to a stop
+ * function. Give it the node the recorder listens to: each MediaStreamAudioSourceNode of a track has its own
+ * FIFO, and two of them were measured 10 or 20 ms apart, which put the server's input stream that far off the
+ * recording's left channel.
  */
 export async function captureMicrophone(context, mic, onChunk) {
   if (!workletModules.has(context)) {
@@ -294,7 +303,7 @@ export async function captureMicrophone(context, mic, onChunk) {
     workletModules.set(context, context.audioWorklet.addModule(url));
   }
   await workletModules.get(context);
-  const source = context.createMediaStreamSource(mic);
+  const source = mic instanceof AudioNode ? mic : context.createMediaStreamSource(mic);
   // No outputs: Chromium runs such a node without connecting it to the speakers.
   const node = new AudioWorkletNode(context, "pcm16-chunks", { numberOfOutputs: 0 });
   node.port.onmessage = ({ data }) => {
@@ -303,7 +312,7 @@ export async function captureMicrophone(context, mic, onChunk) {
     onChunk(btoa(binary), data.start);
   };
   source.connect(node);
-  return () => source.disconnect();
+  return () => source.disconnect(node); // only that edge: the page's meter and recorder listen to it too
 }
 
 // ---- recording both sides --------------------------------------------------------------------------
@@ -332,22 +341,32 @@ registerProcessor("rtkit-recorder", class extends AudioWorkletProcessor {
     if (this.n) this.port.postMessage({ t: this.t, left: this.left.slice(0, this.n), right: this.right.slice(0, this.n) });
     this.fresh();
   }
+  take(x, y, frame) {
+    if (this.t === null) this.t = frame / sampleRate;
+    const l = this.sides[0].push(x), r = this.sides[1].push(y);
+    if (l === null) return;
+    this.left[this.n] = l; this.right[this.n] = r;
+    if (++this.n === this.size) this.post();
+  }
   process([mic, played]) {
-    if (!this.on) return true;
+    if (!this.on) { this.frame = null; return true; }
+    // Quanta this node was not asked to render are silence on both sides, as the capture worklet sends them.
+    if (this.frame != null) for (let f = this.frame; f < currentFrame; f++) this.take(0, 0, f);
     const a = mic[0], b = played[0], frames = (a || b || []).length || 128;
-    for (let i = 0; i < frames; i++) {
-      if (this.t === null) this.t = (currentFrame + i) / sampleRate;
-      const l = this.sides[0].push(a ? a[i] : 0), r = this.sides[1].push(b ? b[i] : 0);
-      if (l === null) continue;
-      this.left[this.n] = l; this.right[this.n] = r;
-      if (++this.n === this.size) this.post();
-    }
+    for (let i = 0; i < frames; i++) this.take(a ? a[i] : 0, b ? b[i] : 0, currentFrame + i);
+    this.frame = currentFrame + frames;
     return true;
   }
 });`;
 
 const RTP_PACKET_S = 0.02; // Chromium's Opus packets: 20 ms each, sent as they are captured (no DTX)
-const ORIGIN_WINDOW_S = 5; // packet counts taken later may include gaps (a stalled network)
+const ORIGIN_WINDOW_S = 2; // packet counts taken later may include gaps (a stalled network)
+const ORIGIN_POLL_MS = 150; // 13 readings: the least of them within ~1.5 ms of its floor (see packetsSent)
+// From the floor of `t - packets × 20 ms` to the page time of the server's first decoded sample: the packet's
+// own 20 ms, less how much later the page's graph renders the microphone than WebRTC captures it, plus Opus's
+// 6.5 ms look-ahead. Not observable from the page: measured against the emulator's decoded input (the test
+// tests/widgets/cells/recording.py), 12.3 to 17.2 ms in 10 of 11 runs (7.1 once): the graph's share varies.
+const RTP_ORIGIN_LAG_S = 0.013;
 export const RECORD_KEEP_S = 300; // the page keeps the last five minutes of its calls: 24 kHz stereo, 29 MB
 
 /**
@@ -410,21 +429,44 @@ export class Recorder {
     if (mic !== this.mic) this.connect("mic", mic, 0);
   }
 
-  /** A connection sent its first input frame at `t` on the context's clock (the microphone is recorded). */
-  sending(transport, mic, t = this.context.currentTime) {
+  /**
+   * A connection sent its first input frame at `t` on the context's clock (the microphone is recorded); for
+   * WebRTC, `pc` is the connection whose packets place it better (see packetsSent).
+   */
+  sending(transport, mic, t = this.context.currentTime, pc = null) {
     this.microphone(mic);
-    this.origins.push({ t, transport, best: null });
+    const origin = { t, transport, best: null };
+    this.origins.push(origin);
+    if (pc) this.countPackets(pc, origin);
   }
 
   /**
-   * WebRTC: `packets` 20 ms packets had gone out at `t` (getStats). The first frame went out no later than
-   * `t - packets × 20 ms` (and less than a packet before): the latest such bound over the first seconds of the
-   * connection places its input stream better than the moment it connected (measured: 20 to 30 ms earlier).
+   * Read the connection's packet count every ORIGIN_POLL_MS for its first ORIGIN_WINDOW_S (see packetsSent):
+   * the widget's once-a-second getStats gave 2 to 4 readings, whose least was up to 10 ms off its floor.
+   */
+  async countPackets(pc, origin) {
+    const sender = pc.getSenders().find((s) => s.track && s.track.kind === "audio");
+    while (sender && pc.connectionState === "connected" && this.origins[this.origins.length - 1] === origin) {
+      const report = await sender.getStats();
+      // A stats object's timestamp is on the clock of performance.timeOrigin + performance.now().
+      const now = this.context.currentTime;
+      const age = (ms) => (performance.timeOrigin + performance.now() - ms) / 1000;
+      report.forEach((s) => s.type === "outbound-rtp" && this.packetsSent(now - age(s.timestamp), s.packetsSent));
+      if (now - origin.t > ORIGIN_WINDOW_S) return;
+      await new Promise((resolve) => setTimeout(resolve, ORIGIN_POLL_MS));
+    }
+  }
+
+  /**
+   * WebRTC: `packets` 20 ms packets had gone out at `t` (getStats). `t - packets × 20 ms` is where the input
+   * stream began plus how long its latest packet has waited (0 to 20 ms) plus a fixed lag: its least over
+   * the first seconds, a reading just after a packet went out, is that lag from the origin (RTP_ORIGIN_LAG_S).
+   * The moment the connection came up was -16 to +14 ms off; this, measured over 9 runs, -8.9 to +3.4 ms.
    */
   packetsSent(t, packets) {
     const origin = this.origins[this.origins.length - 1];
     if (!origin || origin.transport !== "webrtc" || !packets || t - origin.t > ORIGIN_WINDOW_S) return;
-    origin.best = Math.max(origin.best ?? -Infinity, t - packets * RTP_PACKET_S);
+    origin.best = Math.min(origin.best ?? Infinity, t - packets * RTP_PACKET_S);
   }
 
   /** The server's VAD placed the user's speech at `audio_start_ms`..`audio_end_ms` of the connection's input. */
@@ -474,7 +516,7 @@ export class Recorder {
       left.set(chunk.left.subarray(0, n), at);
       right.set(chunk.right.subarray(0, n), at);
     }
-    const origins = this.origins.map(({ t, transport, best }) => ({ t: best ?? t, transport }));
+    const origins = this.origins.map(({ t, transport, best }) => ({ t: best === null ? t : best + RTP_ORIGIN_LAG_S, transport }));
     const users = [...this.users].map(([item_id, { origin, startMs, endMs }]) => ({
       item_id,
       start: origins[origin].t + startMs / 1000,
@@ -601,7 +643,7 @@ export class PageCall {
     const timer = setTimeout(() => settle.reject(tooLate), timeoutMs);
     const on = {
       // The connection's first input frame: where the server's input stream (and its VAD's clock) begins.
-      sending: (t) => current() && this.recorder.sending(kind, this.meters.input && this.meters.input.source, t),
+      sending: (t, pc) => current() && this.recorder.sending(kind, this.meters.input && this.meters.input.source, t, pc),
       event: (event) => {
         if (event.type === "session.created" && !started) {
           started = true;
@@ -638,7 +680,8 @@ export class PageCall {
           capture: (onChunk) => {
             let first = true;
             if (current()) this.recorder.microphone(this.meters.input && this.meters.input.source); // before it sends
-            return captureMicrophone(this.context(), this.mic, (audio, start) => {
+            const input = (this.meters.input && this.meters.input.source) || this.mic; // the recorder's node
+            return captureMicrophone(this.context(), input, (audio, start) => {
               if (first) on.sending(start); // the input stream's first sample, on the recorder's clock
               first = false;
               onChunk(audio);
@@ -890,16 +933,11 @@ export class PageCall {
         raw.emitted = s.jitterBufferEmittedCount;
       } else if (s.type === "outbound-rtp" && s.kind === "audio") {
         stats.packets_sent = s.packetsSent;
-        raw.sentAt = s.timestamp;
       } else if (s.type === "media-source" && s.kind === "audio") {
         stats.input_audio_level = s.audioLevel;
       }
     });
     if (pc !== (this.conn && this.conn.pc)) return null; // hung up while getStats ran
-    if (this.recorder && raw.sentAt != null) {
-      // The reading's time (performance.now()'s clock) on the page's audio clock.
-      this.recorder.packetsSent(this.audio.currentTime - (performance.now() - raw.sentAt) / 1000, stats.packets_sent);
-    }
     // jitterBufferDelay is a running total of seconds over every emitted sample: the mean over the last
     // second is the difference of two readings.
     const emitted = (raw.emitted || 0) - (previous.emitted || 0);

@@ -1,8 +1,9 @@
 """Recording both sides of a ``BrowserCall``: real Chromium in a real JupyterLab, its fake microphone beeping, an
 emulator in the kernel that answers with a 3 s tone. The page records what it sent and what it played on its
 AudioContext clock and hands it over when the kernel asks; the notebook (``tests/widgets/cells/recording.py``)
-checks, over WebRTC and over the WebSocket, that the beep sits on the left where the server's VAD placed it
-and the reply on the right where the page played it (within one 20 ms frame), that a barge-in cuts the right
+checks, over WebRTC and over the WebSocket, that the beep sits on the left where the server heard it (its decoded
+input, by cross-correlation: within 1 ms over the WebSocket, one 20 ms frame over WebRTC) and where its VAD
+placed it, and the reply on the right where the page played it (within one 20 ms frame), that a barge-in cuts the right
 channel where playback stopped, that ``record_audio(call)`` gives the same recording with per-turn clips, and
 that ``rtkit.lab.listen`` replays the question and the reply."""
 
@@ -46,8 +47,11 @@ def test_the_stereo_recording_holds_the_users_beep_left_where_the_vad_heard_it_a
 ) -> None:
     why = run.explain()
     turn = run.output(f"TURN {transport}")
-    print(_lines(run, f"TURN {transport}", f"CLIPS {transport}"))  # the measured offsets, for the log (-rP)
+    # The measured offsets, for the log (-rP).
+    print(_lines(run, f"TURN {transport}", f"MAP {transport}", f"CLIPS {transport}"))
     assert re.search(rf"TURN {transport}: left onset - VAD start [+-]\d+\.\d ms", turn), why
+    placed = run.output(f"MAP {transport}")
+    assert re.search(rf"MAP {transport}: left onset - server's onset [+-]\d+\.\d ms", placed), why
     assert f"CLIPS {transport}: user at" in run.output(f"CLIPS {transport}"), why
     assert not run.page_errors, why
 
