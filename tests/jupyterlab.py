@@ -146,21 +146,6 @@ CELLS_DONE = """() => {
   const failed = (c) => [...c.querySelectorAll(stderr)].some((e) => /Traceback|Error/.test(e.textContent));
   return cells.some(failed) || (cells.length > 0 && cells.every(numbered));
 }"""
-#: "done" as CELLS_DONE, or "stuck" once the kernel has been idle for ``idleMs`` with a cell still unnumbered (a
-#: cell awaiting keeps the kernel busy; between two cells of a run it is idle for milliseconds): the ipykernel 7.4.0
-#: state explained in ``run_in_lab``, told apart in seconds instead of at the lesson's timeout.
-STUCK_IDLE_MS = 5000
-SETTLED = """(idleMs) => {
-  if ((CELLS_DONE)()) return "done";
-  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-  const kernel = panel && panel.sessionContext && panel.sessionContext.session && panel.sessionContext.session.kernel;
-  if (!(kernel && kernel.connectionStatus === 'connected' && kernel.status === 'idle')) {
-    window.__rtkitIdleSince = null;
-    return false;
-  }
-  window.__rtkitIdleSince = window.__rtkitIdleSince || performance.now();
-  return performance.now() - window.__rtkitIdleSince > idleMs ? "stuck" : false;
-}""".replace("CELLS_DONE", CELLS_DONE)
 KERNEL_IDLE = """() => {
   const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
   const kernel = panel && panel.sessionContext && panel.sessionContext.session && panel.sessionContext.session.kernel;
@@ -199,6 +184,7 @@ def run_in_lab(
 ) -> NotebookRun:
     """Open ``notebook`` in Chromium, run all its cells with Lab's own command, save it, and read back what the
     file and the page say. Screenshots of the page and of the first ``widget`` go to ``artifacts/``."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     args = [*WEBRTC_ARGS, *(extra_args or [])]
@@ -219,22 +205,23 @@ def run_in_lab(
             page.wait_for_function(KERNEL_IDLE, timeout=30_000, polling=100)
             page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
             try:
-                settled = page.wait_for_function(SETTLED, arg=STUCK_IDLE_MS, timeout=timeout_s * 1000, polling=200)
-                if settled.json_value() == "stuck":
+                try:
+                    page.wait_for_function(CELLS_DONE, timeout=timeout_s * 1000, polling=200)
+                except PlaywrightTimeout:
                     # ipykernel 7.4.0 (the first to handle widget comms while an async cell runs, which a
                     # BrowserCall needs: 7.3.0 leaves the page's hello unread) restores the running cell's parent in
                     # that path's `finally`; when the next cell has started meanwhile, its `idle` names the previous
-                    # request and JupyterLab leaves it at [*] with the kernel idle (reply received, idle never),
-                    # though every cell ran. Traced message by message (kernel, server, page); not fixed upstream.
-                    # Only then: reload the page and run the notebook once more; stuck again is a failure.
+                    # request and JupyterLab leaves it at [*] with the kernel idle (reply received, idle never).
+                    # Traced message by message (kernel, server, page); not yet fixed upstream. Only then: reload
+                    # the page and run the notebook once more; anything else is a failure as it stands.
+                    if not page.evaluate(KERNEL_IDLE):
+                        raise
                     ARTIFACTS.mkdir(exist_ok=True)
                     page.screenshot(path=ARTIFACTS / f"browser_call_{shot}_stuck.png")
                     page.goto(f"{lab.url}/lab/tree/{notebook}?reset&token={lab.token}")
                     page.wait_for_function(KERNEL_IDLE, timeout=30_000, polling=100)
                     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-                    settled = page.wait_for_function(SETTLED, arg=STUCK_IDLE_MS, timeout=timeout_s * 1000, polling=200)
-                    if settled.json_value() == "stuck":
-                        raise AssertionError(f"{notebook}: a cell stayed at [*] with the kernel idle, twice")
+                    page.wait_for_function(CELLS_DONE, timeout=timeout_s * 1000, polling=200)
             finally:
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=ARTIFACTS / f"browser_call_{shot}.png")

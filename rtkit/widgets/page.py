@@ -183,8 +183,8 @@ class PageBridge(ABC):
         self._opening: asyncio.Future[dict[str, Any]] | None = None
         #: The page's latest call, opening or open: its events and its loss go there.
         self._call: PageTransport | None = None
-        self._probes: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._recordings: dict[int, asyncio.Future[tuple[dict[str, Any], list[Any]]]] = {}
+        #: Questions to the page awaiting its answer (a microphone probe, a recording), by request number.
+        self._asked: dict[int, asyncio.Future[tuple[dict[str, Any], list[Any]]]] = {}
 
     def attach(self, callbacks: PageCallbacks) -> None:
         self._callbacks = callbacks
@@ -245,22 +245,34 @@ class PageBridge(ABC):
             self._opening.cancel()
         self.post(message)
 
+    async def _ask(
+        self, message: dict[str, Any], number: str, timeout: float, silence: Callable[[], RtkitError]
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """Post ``message`` numbered under ``number`` (the key the page answers with) and wait for the page's
+        answer and its binary buffers; ``silence()`` is raised if none comes within ``timeout`` s."""
+        request = max(self._asked, default=0) + 1
+        future: asyncio.Future[tuple[dict[str, Any], list[Any]]] = asyncio.get_running_loop().create_future()
+        self._asked[request] = future
+        self.post({**message, number: request, "frontend": self.frontend})
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise silence() from None
+        finally:
+            self._asked.pop(request, None)
+
     async def probe_microphone(self, timeout: float) -> None:
         """Ask the page for its microphone, as a call would (one that was not in use is closed again): raises
         ``MicrophoneDeniedError`` or ``MicrophoneUnavailableError`` with the page's hint."""
-        probe = max(self._probes, default=0) + 1
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._probes[probe] = future
-        self.post({"kind": "probe_microphone", "probe": probe, "frontend": self.frontend})
-        try:
-            report = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise MicrophoneUnavailableError(
+        report, _ = await self._ask(
+            {"kind": "probe_microphone"},
+            "probe",
+            timeout,
+            lambda: MicrophoneUnavailableError(
                 f"The browser did not answer about its microphone within {timeout:g} s.",
                 hint="a permission prompt may be waiting in the browser: allow or block the microphone there",
-            ) from None
-        finally:
-            self._probes.pop(probe, None)
+            ),
+        )
         if not report.get("ok"):
             raise page_error(report)
 
@@ -272,20 +284,16 @@ class PageBridge(ABC):
                 "No browser page is showing this call: its recording is in the page.",
                 hint="display the call (end a cell with `call`) in the tab that made it",
             )
-        request = max(self._recordings, default=0) + 1
-        future: asyncio.Future[tuple[dict[str, Any], list[Any]]] = asyncio.get_running_loop().create_future()
-        self._recordings[request] = future
         asked_at = time.monotonic()
-        self.post({"kind": "recording", "request": request, "frontend": self.frontend})
-        try:
-            content, buffers = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise NetworkLostError(
+        content, buffers = await self._ask(
+            {"kind": "recording"},
+            "request",
+            timeout,
+            lambda: NetworkLostError(
                 f"The browser did not hand its recording over within {timeout:g} s.",
                 hint="is the notebook tab that made the call still open?",
-            ) from None
-        finally:
-            self._recordings.pop(request, None)
+            ),
+        )
         return PageRecording.from_page(content, buffers, asked_at)
 
     # -- from the page ----------------------------------------------------------------------
@@ -317,12 +325,8 @@ class PageBridge(ABC):
         elif kind == "lost":
             if call is not None and content.get("attempt") == call.attempt:  # not a late word about an older call
                 call.lost(NetworkLostError(f"The browser lost the call: {content.get('reason', 'no reason')}."))
-        elif kind == "microphone":
-            future = self._probes.get(content.get("probe", -1))
-            if future is not None and not future.done():
-                future.set_result(content)
-        elif kind == "recording":
-            answer = self._recordings.get(content.get("request", -1))
+        elif kind in ("microphone", "recording"):  # an answer to _ask, under the number it was asked with
+            answer = self._asked.get(content.get("probe" if kind == "microphone" else "request", -1))
             if answer is not None and not answer.done():
                 answer.set_result((content, buffers))
         elif kind == "bye":
