@@ -38,7 +38,7 @@ demo: setup
 # sockets and audio clocks rather than compute, so two workers halve the wall time even on two cores.
 PYTEST_WORKERS ?= 2
 test: setup lint
-	env -u OPENAI_API_KEY -u RTKIT_AUDIO $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+	env -u OPENAI_API_KEY -u RTKIT_AUDIO $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 # Re-run every notebook and save it with its outputs (plots as images), as they are committed.
 notebooks: setup

@@ -103,3 +103,22 @@ def preflight_for(origin: str, headers: str = "authorization,content-type,x-open
     """The CORS preflight a browser sends before it POSTs an SDP offer with a Bearer key (and the agents SDK's
     header) from a page at ``origin``."""
     return {"Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": headers}
+
+
+#: The longest modules, longest first: with
+#: ``--dist loadfile`` a module is one worker's, so the long poles start first and the short modules fill in
+#: around them (longest-processing-time scheduling); collected last, two of them could end up back to back.
+LONG_POLES = (
+    "tests/notebooks/test_jupyterlab.py",
+    "tests/notebooks/test_jupyterlab_later_lessons.py",
+    "tests/widgets/test_browser_call.py",
+    "tests/broker/test_page.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.as_posix()
+        return next((n for n, pole in enumerate(LONG_POLES) if path.endswith(pole)), len(LONG_POLES))
+
+    items.sort(key=rank)  # stable: within a module, and among the others, the collected order stays
