@@ -255,11 +255,17 @@ class PageBridge(ABC):
         self._asked[request] = future
         self.post({**message, number: request, "frontend": self.frontend})
         try:
-            return await asyncio.wait_for(future, timeout)
+            answer = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise silence() from None
         finally:
             self._asked.pop(request, None)
+        # The answer came in a comm message that ipykernel 7.4.0 handles beside the running cell; that handler's
+        # `finally` restores the cell's parent into the kernel's shared context. If the cell ended first (a cell
+        # whose last line awaits this answer), it would restore it over the next cell's, whose idle then names
+        # this one and JupyterLab leaves that cell at [*]. A moment here lets the handler finish inside the cell.
+        await asyncio.sleep(0.5)
+        return answer
 
     async def probe_microphone(self, timeout: float) -> None:
         """Ask the page for its microphone, as a call would (one that was not in use is closed again): raises
