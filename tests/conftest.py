@@ -25,6 +25,19 @@ async def emulator() -> AsyncIterator[Emulator]:
     assert_valid_server_events(list(emu.server_events))
 
 
+@pytest.fixture
+async def backend(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    """A lesson's backend as a reader without an API key gets it (``rtkit.lab.start_backend``): the emulator,
+    a broker and its keys; ``RTKIT_AUDIO`` unset so a laptop's own setting does not choose the side."""
+    from rtkit.lab import start_backend  # the widgets' stack, loaded only by the tests that ask for it
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("RTKIT_AUDIO", raising=False)
+    lab = await start_backend()
+    yield lab
+    await lab.close()
+
+
 def assert_valid_server_events(events: list[dict[str, Any]]) -> None:
     from openai.types.realtime import RealtimeServerEvent
 

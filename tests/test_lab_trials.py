@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import numpy as np
-import pytest
 
 from rtkit.audio import REALTIME_RATE, load_hello
 from rtkit.audio.sources import PcmSource
-from rtkit.lab import LabBackend, start_backend
+from rtkit.lab import LabBackend
 from rtkit.lab_trials import Trials, turn_detection
 
 PAUSE_S, LEAD = 0.26, 1.2  # the sentence's own 0.34 s pause stretched to 0.6 s; silence before the speech
-
-
-@pytest.fixture
-async def backend(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LabBackend]:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    lab = await start_backend()
-    yield lab
-    await lab.close()
 
 
 def _recording() -> np.ndarray:

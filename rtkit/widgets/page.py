@@ -254,8 +254,9 @@ class PageBridge(ABC):
         silence: Callable[[], RtkitError],
         read: Callable[[dict[str, Any], list[Any]], _T],
     ) -> _T:
-        """Post ``message`` numbered under ``number`` (the key the page answers with) and wait for the page's
-        answer and its binary buffers; ``silence()`` is raised if none comes within ``timeout`` s."""
+        """Post ``message`` numbered under ``number`` (the key the page answers with) and return what ``read``
+        makes of the page's answer and its binary buffers, read as soon as they arrive (a recording's clock is
+        the moment of arrival); ``silence()`` is raised if no answer comes within ``timeout`` s."""
         request = max(self._asked, default=0) + 1
         future: asyncio.Future[tuple[dict[str, Any], list[Any]]] = asyncio.get_running_loop().create_future()
         self._asked[request] = future

@@ -408,7 +408,7 @@ skip_without_browser = pytest.mark.skipif(missing_lab_tools() is not None, reaso
 
 #: The notebooks this module runs in JupyterLab, from the cell files in tests/widgets/cells/.
 NOTEBOOKS = {
-    "call": notebook_cells("setup", "call", "barge_in", "call_recovery"),
+    "call": notebook_cells("setup", "spoken_turn", "call", "barge_in", "call_recovery"),
     "denied": notebook_cells("setup", "denied"),
     "websocket": notebook_cells("setup", "websocket", "barge_in"),
     "scenarios": notebook_cells("setup", "scenarios"),

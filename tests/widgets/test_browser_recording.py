@@ -30,7 +30,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookRun]:
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "notebooks"
     root.mkdir()
-    write_notebook(root / "recording.ipynb", notebook_cells("recording"))
+    write_notebook(root / "recording.ipynb", notebook_cells("spoken_turn", "recording"))
     with running_lab(tmp, root, settings=SCRIPTED, env={"RTKIT_TEST_MAIN_KEY": MAIN_KEY}, expose_app=True) as lab:
         yield run_in_lab(lab, "recording.ipynb", allow_microphone=True, shot="recording", timeout_s=90)
 

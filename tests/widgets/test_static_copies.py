@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
 from rtkit.audio.pcm import tone
 from rtkit.audio.sources import PcmSource, SilenceSource, SpeechSource
-from rtkit.lab import LabBackend, check, listen, start_backend
+from rtkit.lab import LabBackend, check, listen
 from rtkit.session import RealtimeSession
 from rtkit.widgets import ConnectionPanel, KeyPanel, LatencyPlot, LevelPlot, ScenarioPanel
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
-
-@pytest.fixture
-async def backend(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LabBackend]:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("RTKIT_AUDIO", raising=False)
-    lab = await start_backend()
-    yield lab
-    await lab.close()
 
 
 async def test_each_widget_output_carries_a_static_copy_beside_its_view(backend: LabBackend) -> None:

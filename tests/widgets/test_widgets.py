@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -20,14 +19,6 @@ from rtkit.widgets import BrowserCall, ConnectionPanel, KeyPanel, LatencyPlot, L
 from tests.conftest import preflight_for
 
 FAST = ReconnectPolicy(max_attempts=4, initial_delay=0.05, max_delay=0.3)
-
-
-@pytest.fixture
-async def backend(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LabBackend]:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    lab = await start_backend()
-    yield lab
-    await lab.close()
 
 
 def _has_input_device() -> bool:

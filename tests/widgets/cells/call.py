@@ -20,16 +20,9 @@ assert call.state == "connected" and seen[0] == "session.created", (call.state, 
 print("CONNECTED over", call.transport_name, "in", call.metrics.connects[-1].total_ms, "ms")
 
 # %%
-# Chromium's fake microphone beeps every 500 ms, without end. For one clean turn: a 200 ms silence ends it, the
-# reply is not interrupted, and the microphone is muted as soon as the speech starts (so that it stops).
-call.muted = True
+# A 200 ms silence ends the turn, and the reply is not interrupted.
 turn_detection = {"type": "server_vad", "silence_duration_ms": 200, "interrupt_response": False}
-call.update_session(audio={"input": {"turn_detection": turn_detection}})
-await call.wait_for("session.updated", timeout=10)
-stop = call.events.on(lambda e: e["type"] == "input_audio_buffer.speech_started" and setattr(call, "muted", True))
-call.muted = False
-await call.wait_for("output_audio_buffer.stopped", timeout=20)
-stop()
+await one_spoken_turn(call, turn_detection, until="output_audio_buffer.stopped")
 TURN = [
     "input_audio_buffer.speech_started",
     "input_audio_buffer.speech_stopped",

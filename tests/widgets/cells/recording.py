@@ -55,13 +55,7 @@ async def recorded_call(transport):
     rec = record_audio(call)
     await call.connect()
     assert call.transport_name == transport, call.transport_name
-    call.muted = True
-    call.update_session(audio={"input": {"turn_detection": VAD}})
-    await call.wait_for("session.updated", timeout=10)
-    stop = call.events.on(lambda e: e["type"] == "input_audio_buffer.speech_started" and setattr(call, "muted", True))
-    call.muted = False
-    await call.wait_for("response.done", timeout=20)
-    stop()
+    await one_spoken_turn(call, VAD, until="response.done")
     await call.metrics.wait_for_turns(1, timeout=15)  # the browser has played the reply out
     return call, rec
 
