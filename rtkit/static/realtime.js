@@ -931,6 +931,13 @@ export class PageCall {
         stats.audio_level = s.audioLevel;
         raw.delay = s.jitterBufferDelay;
         raw.emitted = s.jitterBufferEmittedCount;
+        // What the jitter buffer did to the model's voice since the call began, in ms of audio: samples it
+        // added to wait for late packets (stretching, concealment) and removed to catch up (acceleration).
+        const rate = s.totalSamplesDuration > 0 ? s.totalSamplesReceived / s.totalSamplesDuration : 48000;
+        const ms = (samples) => (samples == null ? undefined : (1000 * samples) / rate);
+        stats.inserted_ms = ms(s.insertedSamplesForDeceleration);
+        stats.removed_ms = ms(s.removedSamplesForAcceleration);
+        stats.concealed_ms = ms(s.concealedSamples);
       } else if (s.type === "outbound-rtp" && s.kind === "audio") {
         stats.packets_sent = s.packetsSent;
       } else if (s.type === "media-source" && s.kind === "audio") {

@@ -61,6 +61,12 @@ class CallStats:
     packets_sent: int | None = None
     #: Mean time each played sample waited in the jitter buffer over the last interval.
     jitter_buffer_ms: float | None = None
+    #: Since the call began, in ms of the model's voice: what the jitter buffer inserted to wait for late packets
+    #: (time-stretching), removed to catch up (acceleration), and made up for packets that never came in time.
+    #: Under load a reply plays longer or shorter than it is by these amounts.
+    inserted_ms: float | None = None
+    removed_ms: float | None = None
+    concealed_ms: float | None = None
     #: The browser's own 0..1 loudness of the model's voice, and of the microphone.
     audio_level: float | None = None
     input_audio_level: float | None = None

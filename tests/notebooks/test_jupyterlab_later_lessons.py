@@ -1,5 +1,5 @@
-"""Lessons 11 to 16 on the browser side, as ``test_jupyterlab.py`` runs the others: a module of their own, so that
-two pytest-xdist workers (``--dist loadfile``) share the series instead of one worker running all of it."""
+"""Lessons 2, 7, 8 and 11 to 16 on the browser side, as ``test_jupyterlab.py`` runs the others: a module of their
+own, so that two pytest-xdist workers (``--dist loadfile``) share the series instead of one worker running all."""
 
 from __future__ import annotations
 
