@@ -270,7 +270,9 @@ function render({ model, el }) {
     const ms = (x) => (x == null ? "–" : `${x.toFixed(1)} ms`);
     stats.textContent = s
       ? `RTT ${ms(s.rtt_ms)} · jitter ${ms(s.jitter_ms)} · jitter buffer ${ms(s.jitter_buffer_ms)} · ` +
-        `packets lost ${s.packets_lost ?? "–"}`
+        `packets lost ${s.packets_lost ?? "–"}` +
+        // What the jitter buffer did to the voice so far: stretched to wait, sped up to catch up.
+        (s.inserted_ms == null ? "" : ` · voice stretched +${Math.round(s.inserted_ms)} / −${Math.round(s.removed_ms ?? 0)} ms`)
       : "";
   };
   const drawTranscript = () => (transcript.textContent = call.transcript);
