@@ -128,8 +128,29 @@ def check_program(name: str, *, purpose: str, hint: str, required: bool = False,
     return Check(name, _missing(required), f"{where}: {purpose}", hint)
 
 
-def check_lab(*, required: bool = False) -> Check:
-    """The notebook extras, found by ``find_spec`` (importing JupyterLab to look for it would take seconds)."""
+#: The first ipykernel that reads a widget's messages while a cell awaits (a BrowserCall awaits its page).
+IPYKERNEL_FOR_BROWSER_CALLS = (7, 4)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+
+
+def check_lab(*, required: bool = False, ipykernel: str | None = None) -> Check:
+    """The notebook extras, found by ``find_spec`` (importing JupyterLab to look for it would take seconds), and
+    an ipykernel recent enough for a browser call (``ipykernel``: its version, the installed one by default)."""
+    try:
+        ipykernel = ipykernel or importlib.metadata.version("ipykernel")
+    except importlib.metadata.PackageNotFoundError:
+        ipykernel = None
+    if ipykernel and _release(ipykernel) < IPYKERNEL_FOR_BROWSER_CALLS:
+        wanted = ".".join(map(str, IPYKERNEL_FOR_BROWSER_CALLS))
+        return Check(
+            "lab extras",
+            _missing(required),
+            f"ipykernel {ipykernel}: a browser call's page is not heard while a cell awaits it before {wanted}",
+            f"run `pip install -U 'ipykernel>={wanted}'`",
+        )
     absent = []
     for module in LAB_MODULES:
         try:
@@ -139,7 +160,7 @@ def check_lab(*, required: bool = False) -> Check:
         if not found:
             absent.append(module)
     if not absent:
-        return Check("lab extras", "ok", ", ".join(LAB_MODULES))
+        return Check("lab extras", "ok", ", ".join(LAB_MODULES) + (f"; ipykernel {ipykernel}" if ipykernel else ""))
     return Check(
         "lab extras",
         _missing(required),

@@ -104,3 +104,13 @@ async def test_a_need_turns_a_missing_item_into_a_failure() -> None:
     report = await doctor("--need", "api")
     assert report.line("OpenAI API").startswith("FAIL")
     assert report.code == 1
+
+
+def test_an_ipykernel_too_old_for_a_browser_call_is_named_with_the_upgrade() -> None:
+    """Before 7.4 a BrowserCall's page is not heard while a cell awaits it: the call would hang, so say so first."""
+    from rtkit.doctor import check_lab
+
+    old = check_lab(ipykernel="7.3.0")
+    assert old.status == "warn" and "7.3.0" in old.detail and old.hint and "ipykernel>=7.4" in old.hint
+    assert check_lab(required=True, ipykernel="6.29.5").status == "FAIL"
+    assert "ipykernel 7.4.0" in check_lab(ipykernel="7.4.0").detail
