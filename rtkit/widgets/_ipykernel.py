@@ -50,8 +50,8 @@ def mend(kernel: Any, version: str) -> bool:
             if new is not None and new != current:
                 if new in left:
                     return  # the concurrent comm path putting back a request the kernel has moved past
-                if current is not None:
-                    left.append(current)
+                if current is not None and (not left or left[-1] != current):
+                    left.append(current)  # once per move: every widget message of a cell would repeat it
         original(ident, parent, channel)
 
     kernel.set_parent = set_parent

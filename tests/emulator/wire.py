@@ -44,6 +44,9 @@ class Conn:
 
 async def open_conn(emulator: Emulator, **kwargs: Any) -> Conn:
     """A session on ``emulator`` with the main key, once ``session.created`` has arrived."""
+    # No backpressure: a test reads when it chooses, and a close behind 16 unread events would wait out the
+    # client's 10 s close timeout (the close frame is never read) and end as 1006.
+    kwargs.setdefault("max_queue", None)
     ws = await websockets.connect(
         f"{emulator.websocket_url}/realtime?model=gpt-realtime",
         additional_headers={"Authorization": f"Bearer {TEST_KEY}"},
