@@ -285,7 +285,7 @@ def test_quickstart_talks_from_the_browser_tab_when_the_audio_is_there(
         # jupyter-server-proxy logs each WebSocket it carries to the kernel's emulator.
         ws_proxied = "Websocket connection established to ws://localhost:" in server.log.read_text()
     why = run.explain()
-    assert not tracebacks(run), why
+    assert not [o for o in run.outputs if "Error" in o], why
     assert re.search(r"reply: \[echo of \d+\.\d+ s of your audio\]", "".join(run.outputs)), why
     assert re.search(rf"connected over {transport} in \d+ ms", "".join(run.outputs)), why
     assert re.search(r"end of speech → first reply audio: \d+ ms", "".join(run.outputs)), why
