@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -122,6 +123,24 @@ def write_notebook(path: Path, cells: list[str]) -> None:
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, path)
+
+
+#: The main key the browser tests' kernels start their emulator with (random: a scan for it means something).
+MAIN_KEY = "sk-browser-call-test-main-" + secrets.token_hex(8)
+
+
+@contextlib.contextmanager
+def lab_with_notebooks(tmp: Path, notebooks: dict[str, list[str]], **env: str) -> Iterator[Lab]:
+    """A JupyterLab as the browser tests drive it (scripted settings, the app exposed to Playwright), serving one
+    notebook per entry of ``notebooks`` (file name: cells). Its kernels learn the main key and where to note each
+    key they mint (``minted.json`` in ``tmp``, for the secret scans) from their environment, plus ``env``."""
+    root = tmp / "notebooks"
+    root.mkdir()
+    for name, cells in notebooks.items():
+        write_notebook(root / name, cells)
+    kernel_env = {"RTKIT_TEST_MAIN_KEY": MAIN_KEY, "RTKIT_TEST_MINTED": str(tmp / "minted.json"), **env}
+    with running_lab(tmp, root, settings=SCRIPTED, env=kernel_env, expose_app=True) as lab:
+        yield lab
 
 
 def strip_outputs(path: Path) -> None:

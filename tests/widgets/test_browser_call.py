@@ -38,14 +38,13 @@ from rtkit.session import RealtimeSession, ReconnectPolicy, StateChange
 from rtkit.widgets import BrowserCall, ConnectionPanel, LevelPlot
 from rtkit.widgets.page import PageBridge, PageTransport
 from tests.jupyterlab import (
-    SCRIPTED,
+    MAIN_KEY,
     Lab,
     NotebookRun,
+    lab_with_notebooks,
     missing_lab_tools,
     notebook_cells,
     run_in_lab,
-    running_lab,
-    write_notebook,
 )
 
 FAST = ReconnectPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05)
@@ -403,15 +402,14 @@ async def test_check_microphone_asks_the_page(report: dict[str, Any], error: typ
 
 # ---- the real thing: JupyterLab, a notebook, headless Chromium ------------------------------------------
 
-MAIN_KEY = "sk-browser-call-test-main-" + secrets.token_hex(8)
 skip_without_browser = pytest.mark.skipif(missing_lab_tools() is not None, reason=missing_lab_tools() or "")
 
 #: The notebooks this module runs in JupyterLab, from the cell files in tests/widgets/cells/.
 NOTEBOOKS = {
-    "call": notebook_cells("setup", "spoken_turn", "call", "barge_in", "call_recovery"),
-    "denied": notebook_cells("setup", "denied"),
-    "websocket": notebook_cells("setup", "websocket", "barge_in"),
-    "scenarios": notebook_cells("setup", "scenarios"),
+    "call.ipynb": notebook_cells("setup", "spoken_turn", "call", "barge_in", "call_recovery"),
+    "denied.ipynb": notebook_cells("setup", "denied"),
+    "websocket.ipynb": notebook_cells("setup", "websocket", "barge_in"),
+    "scenarios.ipynb": notebook_cells("setup", "scenarios"),
 }
 
 
@@ -419,13 +417,7 @@ NOTEBOOKS = {
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """One JupyterLab for the module's notebooks; the kernels learn the main key and where to note the keys
     they mint (for the secret scans) from its environment."""
-    tmp = tmp_path_factory.mktemp("lab")
-    root = tmp / "notebooks"
-    root.mkdir()
-    for name, cells in NOTEBOOKS.items():
-        write_notebook(root / f"{name}.ipynb", cells)
-    env = {"RTKIT_TEST_MAIN_KEY": MAIN_KEY, "RTKIT_TEST_MINTED": str(tmp / "minted.json")}
-    with running_lab(tmp, root, settings=SCRIPTED, env=env, expose_app=True) as server:
+    with lab_with_notebooks(tmp_path_factory.mktemp("lab"), NOTEBOOKS) as server:
         yield server
 
 

@@ -21,17 +21,14 @@ pytest.importorskip("anywidget", reason="needs anywidget (pip install -e '.[lab]
 from rtkit.audio.pcm import tone
 from rtkit.lab import listen
 from rtkit.recording import AudioRecording, record_audio
-from tests.jupyterlab import SCRIPTED, NotebookRun, notebook_cells, run_in_lab, running_lab, write_notebook
-from tests.widgets.test_browser_call import MAIN_KEY, ScriptedBrowser, connected, scripted, skip_without_browser
+from tests.jupyterlab import NotebookRun, lab_with_notebooks, notebook_cells, run_in_lab
+from tests.widgets.test_browser_call import ScriptedBrowser, connected, scripted, skip_without_browser
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookRun]:
-    tmp = tmp_path_factory.mktemp("lab")
-    root = tmp / "notebooks"
-    root.mkdir()
-    write_notebook(root / "recording.ipynb", notebook_cells("spoken_turn", "recording"))
-    with running_lab(tmp, root, settings=SCRIPTED, env={"RTKIT_TEST_MAIN_KEY": MAIN_KEY}, expose_app=True) as lab:
+    notebook = {"recording.ipynb": notebook_cells("spoken_turn", "recording")}
+    with lab_with_notebooks(tmp_path_factory.mktemp("lab"), notebook) as lab:
         yield run_in_lab(lab, "recording.ipynb", allow_microphone=True, shot="recording", timeout_s=90)
 
 

@@ -9,22 +9,15 @@ import pytest
 
 pytest.importorskip("anywidget", reason="needs anywidget (pip install -e '.[lab]')")
 
-from tests.jupyterlab import SCRIPTED, Lab, notebook_cells, run_in_lab, running_lab, write_notebook
-from tests.widgets.test_browser_call import MAIN_KEY, skip_without_browser
+from tests.jupyterlab import Lab, lab_with_notebooks, notebook_cells, run_in_lab
+from tests.widgets.test_browser_call import skip_without_browser
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    tmp = tmp_path_factory.mktemp("lab")
-    root = tmp / "notebooks"
-    root.mkdir()
-    write_notebook(root / "resume.ipynb", notebook_cells("setup", "resume"))
-    env = {
-        "RTKIT_TEST_MAIN_KEY": MAIN_KEY,
-        "RTKIT_TEST_MINTED": str(tmp / "minted.json"),
-        "RTKIT_TEST_MAX_SESSION_SECONDS": "6",  # every session capped, as the real ones are at 60 minutes
-    }
-    with running_lab(tmp, root, settings=SCRIPTED, env=env, expose_app=True) as server:
+    notebook = {"resume.ipynb": notebook_cells("setup", "resume")}
+    # Every session capped at 6 s, as the real ones are at 60 minutes.
+    with lab_with_notebooks(tmp_path_factory.mktemp("lab"), notebook, RTKIT_TEST_MAX_SESSION_SECONDS="6") as server:
         yield server
 
 

@@ -117,12 +117,14 @@ async def check_turn(call, rec, before):
     if transport == "webrtc":
         # A late packet leaves a gap in what the jitter buffer plays: to the tone's last sound. Under load the
         # jitter buffer also stretches or shortens the tone (seen: 3.3 s with 450 ms buffered, 64 ms short): by
-        # what its own counters say it inserted, made up and removed meanwhile (getStats, read around the turn).
+        # what its own counters say it inserted, made up and removed meanwhile (getStats, read around the turn),
+        # plus what the page's rendering adds when it falls behind, which no counter reports (seen with another
+        # browser test running beside it: 59 ms beyond the 200 ms the counters gave; 100 ms allowed).
         after = await asyncio.wait_for(fresh_stats(call), 10)
         heard = (loud(got.right[: first + int(5.0 * RATE)], first)[-1] + 1 - first) / RATE
         added = (after.inserted_ms - before.inserted_ms) + (after.concealed_ms - before.concealed_ms)
         removed = after.removed_ms - before.removed_ms
-        shorter, longer = removed / 1000 + 2 * FRAME, added / 1000 + 2 * FRAME
+        shorter, longer = removed / 1000 + 2 * FRAME, added / 1000 + 0.1
         print(
             f"STRETCH webrtc: the tone played {heard:.3f} s; the jitter buffer added {added:.0f} ms, removed "
             f"{removed:.0f} ms"
