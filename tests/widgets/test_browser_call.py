@@ -408,7 +408,7 @@ skip_without_browser = pytest.mark.skipif(missing_lab_tools() is not None, reaso
 NOTEBOOKS = {
     "call.ipynb": notebook_cells("setup", "spoken_turn", "call", "barge_in", "call_recovery"),
     "denied.ipynb": notebook_cells("setup", "denied"),
-    "websocket.ipynb": notebook_cells("setup", "websocket", "barge_in"),
+    "websocket.ipynb": notebook_cells("setup", "spoken_turn", "websocket", "barge_in"),
     "scenarios.ipynb": notebook_cells("setup", "scenarios"),
 }
 

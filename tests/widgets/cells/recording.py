@@ -154,14 +154,7 @@ async def check_barge_in(call):
     call.update_session(audio={"input": {"turn_detection": {**VAD, "create_response": False}}})
     await call.wait_for("session.updated", timeout=10)  # the beep that barges in asks for no reply of its own
     rec = record_audio(call)
-    call.send_text("Talk for a while.")
-    playing = "output_audio_buffer.started" if call.transport_name == "webrtc" else "response.output_audio.delta"
-    await call.wait_for(playing, timeout=15)
-    await asyncio.sleep(0.5)
-    truncated = asyncio.ensure_future(call.wait_for("conversation.item.truncated", timeout=15))
-    call.muted = False
-    await truncated
-    call.muted = True
+    await talk_over_a_reply(call, "Talk for a while.", 0.5)
     await asyncio.sleep(0.8)  # what the page still plays (WebRTC's jitter buffer) is in the recording too
     b = barge_ins[0]
     got = await call.bridge.fetch_recording(10)
